@@ -1,0 +1,39 @@
+# One command set for people and CI. Every target bootstraps what it needs, idempotently:
+# a virtualenv in .venv (from pyproject.toml) and node_modules (from package-lock.json).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYSTAMP := $(VENV)/.installed
+NODESTAMP := node_modules/.installed
+
+.PHONY: demo test lint bench contracts clean
+
+$(PYSTAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(NODESTAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: $(PYSTAMP) $(NODESTAMP)
+	$(VENV)/bin/indexer demo $(DEMO_ARGS)
+
+test: $(PYSTAMP) $(NODESTAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(PYSTAMP)
+	$(VENV)/bin/ruff check indexer tests bench
+	$(VENV)/bin/mypy
+
+bench: $(PYSTAMP) $(NODESTAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+contracts: $(NODESTAMP)
+	npm run --silent build:contracts
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Command line: parse arguments, load settings, call one entry point. No logic lives here.
+
+Every expected failure is an IndexerError and ends as one line on stderr with its exit code
+(2 bad input or unreachable service, 3 reorg too deep); secrets in it are masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import logs
+from .config import Settings, load_settings
+from .errors import IndexerError, mask_secrets
+
+COMMANDS = "migrate, backfill, run, verify, custody, reconcile, status, demo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="indexer", description="Exact, reorg-safe xStock indexer for PostgreSQL.")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default: $INDEXER_CONFIG, else ./indexer.toml)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("migrate", help="apply schema.sql (idempotent)")
+    p = sub.add_parser("backfill", help="index up to the safe head (or --to-block), then stop")
+    p.add_argument("--chain", metavar="NAME")
+    p.add_argument("--from-block", type=_block, metavar="B")
+    p.add_argument("--to-block", type=_block, metavar="B")
+    p = sub.add_parser("run", help="migrate, catch up, then follow the head until SIGTERM/SIGINT")
+    p = sub.add_parser("verify", help="compare the database with the chain at the indexed block")
+    p.add_argument("--chain", metavar="NAME")
+    p.add_argument("--block", type=_block, metavar="B")
+    sub.add_parser("status", help="indexed block, head and lag per chain; supply and holders per token")
+    p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def _block(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a block number cannot be negative")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level, json=args.log_json)
+    settings: Settings | None = None
+    try:
+        if args.command == "demo":
+            from .devnet.demo import demo
+
+            return asyncio.run(demo(args.config, duration=args.duration, seed=args.seed))
+        settings = load_settings(args.config)
+        return asyncio.run(dispatch(args, settings))
+    except IndexerError as exc:
+        message = mask_secrets(str(exc), settings.secrets() if settings else [])
+        print(f"indexer: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        from .store import Store
+
+        store = await Store.open(settings.database_url, role="migrate")
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+        print("schema applied")
+        return 0
+    if args.command == "backfill":
+        from .backfill import backfill
+
+        for summary in await backfill(settings, args.chain, args.from_block, args.to_block):
+            print(f"chain {summary['chain']}: indexed to block {summary['to_block']}: {summary['logs']} logs, "
+                  f"{summary['transfers']} transfers in {summary['seconds']} s ({summary['logs_per_s']} logs/s)")
+        return 0
+    if args.command == "verify":
+        from .verify import render, verify
+
+        reports = await verify(settings, args.chain, args.block)
+        print(render(reports))
+        return 0 if all(r.ok for r in reports) else 1
+    if args.command == "run":
+        from .daemon import run
+
+        return await run(settings)
+    if args.command == "status":
+        from .status import status
+
+        print(await status(settings))
+        return 0
+    raise AssertionError(args.command)  # pragma: no cover

@@ -1,0 +1,139 @@
+"""Frozen values shared by every stage: chain -> decode -> ledger -> store.
+
+Addresses and hashes are lowercase ``0x`` hex strings everywhere. Amounts are Python ints in
+base units (wei of the token). A multiplier is an int where ``10**18`` means 1.0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ONE = 10**18
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class TokenKind(StrEnum):
+    """How balances are derived. Told apart by asking the contract, never by the config."""
+
+    XSTOCK = "xstock"  # share ledger from TransferShares, balance = shares * M / 1e18
+    ERC20 = "erc20"  # plain ERC-20: shares = amount, M = 1e18
+
+
+class TransferKind(StrEnum):
+    MINT = "mint"
+    BURN = "burn"
+    TRANSFER = "transfer"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawLog:
+    """One eth_getLogs entry, already parsed from hex."""
+
+    address: str
+    topics: tuple[str, ...]
+    data: str
+    block_number: int
+    block_hash: str
+    block_time: int | None  # from the log's blockTimestamp when the node sends it
+    tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A token move: Transfer value in token units, TransferShares value in share units."""
+
+    token: str
+    block_number: int
+    block_time: int
+    tx_hash: str
+    log_index: int
+    from_address: str
+    to_address: str
+    amount_raw: int
+    shares: int
+
+    @property
+    def kind(self) -> TransferKind:
+        if self.from_address == ZERO_ADDRESS:
+            return TransferKind.MINT
+        if self.to_address == ZERO_ADDRESS:
+            return TransferKind.BURN
+        return TransferKind.TRANSFER
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """Any other event of a followed contract (multiplier, roles, pause, upgrade, NewToken)."""
+
+    token: str
+    block_number: int
+    block_time: int
+    tx_hash: str
+    log_index: int
+    name: str
+    args: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A factory announced a token; it is followed from ``block_number`` on."""
+
+    factory: str
+    token: str
+    name: str
+    symbol: str
+    block_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    transfers: list[Transfer] = field(default_factory=list)
+    events: list[TokenEvent] = field(default_factory=list)
+    new_tokens: list[NewToken] = field(default_factory=list)
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    chain_id: int
+    address: str
+    symbol: str
+    name: str
+    underlying: str
+    decimals: int
+    kind: TokenKind
+    start_block: int
+    source: str  # "config" or "factory:<address>"
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    block_number: int
+    block_hash: str
+    block_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class MultiplierChange:
+    """The multiplier in force from ``block_number`` on (first block where the chain has it)."""
+
+    token: str
+    block_number: int
+    block_time: int
+    multiplier: int
+    source: str  # "event" (MultiplierUpdated seen) or "observed" (found by eth_call)
+
+
+def underlying_of(symbol: str) -> str:
+    """TSLAx -> TSLA. A symbol without the trailing x is its own underlying."""
+    return symbol[:-1] if symbol.endswith("x") and len(symbol) > 1 else symbol

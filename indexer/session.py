@@ -1,0 +1,39 @@
+"""The resources one chain's writer holds: the node connection, the writer lock, the sync.
+
+Shared by ``backfill`` and ``run`` so that both start the same way: connect and check the chain
+id, take the per-chain advisory lock (a second writer exits 2 naming the first), register the
+configured tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from .chain import connect
+from .config import ChainConfig, Settings
+from .errors import ConfigError
+from .store import Store
+from .sync import ChainSync
+
+
+@asynccontextmanager
+async def writer(
+    settings: Settings, cfg: ChainConfig, store: Store, *, from_block: int | None = None,
+    attempts: int | None = 8, on_error: Callable[[str], None] | None = None,
+) -> AsyncIterator[ChainSync]:
+    chain, chain_id = await connect(cfg.rpc, cfg.name, cfg.chain_id, attempts=attempts, on_error=on_error)
+    try:
+        rows = await store.fetch("SELECT chain_id FROM chains WHERE name = $1", cfg.name)
+        if rows and rows[0]["chain_id"] != chain_id:
+            raise ConfigError(f"chain {cfg.name}: node reports chain id {chain_id}, but this database indexed "
+                              f"chain id {rows[0]['chain_id']} under that name")
+        lock = await store.lock_chain(chain_id, cfg.name)
+        try:
+            sync = ChainSync(cfg, settings, chain, store, chain_id, floor=from_block)
+            await sync.prepare()
+            yield sync
+        finally:
+            await lock.close()
+    finally:
+        await chain.rpc.close()

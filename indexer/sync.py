@@ -1,0 +1,334 @@
+"""One step of the pipeline for one chain: cursor -> target -> fetch -> decode -> fold -> store.
+
+``ChainSync.step(target)`` is the single code path of both the backfill and the daemon. It
+indexes the next range above the cursor (at most ``range_size`` blocks, adapted to what the node
+accepts) and commits it in one transaction, or, when the node's chain no longer contains the
+cursor's block, walks back to the common ancestor and rewinds to it. A reorg deeper than
+``max_reorg_depth`` raises ReorgTooDeep and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import calls, decode, logs
+from .chain import Chain, StateUnavailable
+from .config import ChainConfig, Settings
+from .errors import ChainMoved, ConfigError, ReorgTooDeep
+from .ledger import event_samples, find_changes, fold
+from .models import (
+    ONE,
+    Cursor,
+    Decoded,
+    Header,
+    MultiplierChange,
+    RawLog,
+    TokenInfo,
+    TokenKind,
+    underlying_of,
+)
+from .store import BatchWrite, Store, TokenState
+
+log = logs.get("sync")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    from_block: int
+    to_block: int
+    logs: int = 0
+    transfers: int = 0
+    events: int = 0
+    new_tokens: int = 0
+    reorg_depth: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+
+
+class ChainSync:
+    """Indexes one chain. Create with :meth:`open`, then call :meth:`step` repeatedly."""
+
+    def __init__(self, cfg: ChainConfig, settings: Settings, chain: Chain, store: Store, chain_id: int,
+                 floor: int | None = None) -> None:
+        self.cfg = cfg
+        self.floor = floor or 0  # --from-block: nothing below it is indexed on a fresh start
+        self.chain = chain
+        self.store = store
+        self.chain_id = chain_id
+        self.tokens: dict[str, TokenState] = {}
+        self.factories = {f.address: max(f.start_block, self.floor) for f in settings.factories if f.chain == cfg.name}
+        self._token_configs = [t for t in settings.tokens if t.chain == cfg.name]
+        self.range_size = cfg.batch_blocks
+        self.head = 0
+
+    @property
+    def first_block(self) -> int:
+        starts = [t.info.start_block for t in self.tokens.values()] + list(self.factories.values())
+        return min(starts) if starts else 0
+
+    async def prepare(self) -> None:
+        """Register configured tokens not yet in the database (reading symbol, decimals and kind
+        from the contract) and load every known token."""
+        await self.store.ensure_chain(self.chain_id, self.cfg.name)
+        self.tokens = await self.store.tokens(self.chain_id)
+        fresh = []
+        for i, tc in enumerate(self._token_configs):
+            if tc.address in self.tokens:
+                continue
+            start = max(tc.start_block, self.floor)
+            info = await self._read_token(tc.address, "latest", start, "config", tc.symbol, tc.underlying)
+            if info is None:
+                raise ConfigError(f"token {tc.address} (token[{i}]) has no contract code on chain {self.cfg.name}")
+            fresh.append(TokenState(info, start - 1, await self._initial_multiplier(info)))
+        if fresh:
+            await self.store.add_tokens(fresh)
+            self.tokens = await self.store.tokens(self.chain_id)
+
+    async def _read_token(
+        self, address: str, block: int | str, start_block: int, source: str,
+        symbol: str | None = None, underlying: str | None = None,
+    ) -> TokenInfo | None:
+        answers = await self.chain.call_many(
+            [(address, calls.SYMBOL), (address, calls.NAME), (address, calls.DECIMALS),
+             (address, calls.GET_CURRENT_MULTIPLIER)], block)
+        code = await self.chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
+        if not code or code == "0x":
+            return None
+        sym = symbol or calls.as_text(answers[0]) or address[:10]
+        kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+        decimals = calls.as_uint(answers[2])
+        return TokenInfo(self.chain_id, address, sym, calls.as_text(answers[1]) or sym,
+                         underlying or underlying_of(sym), 18 if decimals is None else decimals,
+                         kind, start_block, source)
+
+    async def _initial_multiplier(self, info: TokenInfo) -> int:
+        if info.kind is TokenKind.ERC20 or info.start_block == 0:
+            return ONE
+        try:
+            value = calls.as_multiplier(await self.chain.call(info.address, calls.GET_CURRENT_MULTIPLIER,
+                                                              info.start_block - 1))
+        except StateUnavailable:
+            log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
+            return ONE
+        return value or ONE
+
+    async def target(self) -> int:
+        """The highest block to index now: head minus confirmations."""
+        self.head = await self.chain.head()
+        return max(self.head - self.cfg.confirmations, -1)
+
+    async def step(self, target: int) -> StepResult | None:
+        """Index the next range up to ``target``; None when there is nothing to do."""
+        started = time.perf_counter()
+        cursor = await self.store.cursor(self.chain_id)
+        base = cursor.block_number if cursor else self.first_block - 1
+        start = base + 1
+        if start > target:
+            if cursor is not None:
+                depth, removed = await self._check_tip(cursor)
+                if depth:
+                    return StepResult(start, start - 1, reorg_depth=depth, removed=removed)
+            return None
+        late = self._late(base)
+        if late:
+            return await self._catch_up(late, base, started)
+        end = min(target, start + self.range_size - 1)
+        headers = await self._headers(start, end)
+        if cursor is not None and headers[start].parent_hash != cursor.block_hash:
+            depth, removed = await self._rewind_to_ancestor(cursor)
+            return StepResult(start, end, reorg_depth=depth, removed=removed)
+        active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}
+        factories = [f for f, s in self.factories.items() if s <= end]
+        result = await self._index_range(active, factories, base, start, end, headers, cursor)
+        return StepResult(start, end, *result, seconds=time.perf_counter() - started)
+
+    def _late(self, base: int) -> dict[str, TokenState]:
+        """Tokens added to the config after the cursor passed their start block, all at the
+        lowest synced block among them (they catch up as one group)."""
+        behind = [t for t in self.tokens.values() if t.synced_block < base and t.info.start_block <= base]
+        if not behind:
+            return {}
+        lowest = min(t.synced_block for t in behind)
+        return {t.info.address: t for t in behind if t.synced_block == lowest}
+
+    async def _catch_up(self, late: dict[str, TokenState], base: int, started: float) -> StepResult:
+        synced = next(iter(late.values())).synced_block
+        start, end = synced + 1, min(base, synced + self.range_size)
+        headers = {h.number: h for h in await self.chain.headers(sorted({start, end}))}
+        result = await self._index_range(late, [], synced, start, end, headers, None, move_cursor=False)
+        log.info("token_catch_up", tokens=len(late), from_block=start, to_block=end, cursor=base)
+        return StepResult(start, end, *result, seconds=time.perf_counter() - started)
+
+    async def _headers(self, start: int, end: int) -> dict[int, Header]:
+        """Headers of the range's ends and of every block within reorg reach of the head,
+        checked to link up; a gap in that chain means the node moved while we read."""
+        unsafe_from = max(start, self.head - self.cfg.max_reorg_depth + 1)
+        numbers = sorted({start, end, *range(unsafe_from, end + 1)})
+        headers = {h.number: h for h in await self.chain.headers(numbers)}
+        for n in numbers:
+            if n - 1 in headers and headers[n].parent_hash != headers[n - 1].hash:
+                raise ChainMoved(f"block {n} does not link to block {n - 1}: the chain moved while reading")
+        return headers
+
+    async def _index_range(
+        self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
+        headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
+    ) -> tuple[int, int, int, int]:
+        """Fetch, decode, fold and commit [start, end] for ``active`` tokens. Without
+        ``move_cursor`` this is a late token's catch-up: the chain cursor stays where it is."""
+        raws = await self._logs(list(active) + factories, start, end, headers)
+        raws = [r for r in raws if r.address not in active or r.block_number >= active[r.address].info.start_block]
+        kinds = {a: t.info.kind for a, t in active.items()}
+        decoded = decode.decode(raws, kinds, factories)
+        new_states, extra = await self._discover(decoded, end, headers)
+        for state in new_states:
+            active[state.info.address] = state
+        transfers = decoded.transfers + extra.transfers
+        events = decoded.events + extra.events
+        changes, at_end = await self._multipliers(active, base, end, events, headers)
+        end_header = headers[end]
+        batch = BatchWrite(
+            chain_id=self.chain_id,
+            expect_cursor=cursor.block_number if cursor else None,
+            cursor=Cursor(end, end_header.hash, end_header.timestamp) if move_cursor else None,
+            expect_synced=None if move_cursor else base,
+            synced_block=end,
+            synced_tokens=list(active),
+            headers=list(headers.values()) if move_cursor else [],
+            transfers=transfers,
+            events=events,
+            ledger=fold(transfers),
+            multiplier_changes=changes,
+            multipliers=at_end,
+            new_tokens=new_states,
+            keep_blocks=self.cfg.max_reorg_depth * 2,
+        )
+        await self.store.commit_batch(batch)
+        for address, state in active.items():
+            self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
+        self._adapt(end - start + 1, len(raws))
+        return len(raws), len(transfers), len(events), len(new_states)
+
+    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[RawLog]:
+        splits = self.chain.splits
+        topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
+        raws = await self.chain.get_logs(addresses, topics, start, end)
+        self._split = self.chain.splits > splits
+        for r in raws:
+            h = headers.get(r.block_number)
+            if h is not None and h.hash != r.block_hash:
+                raise ChainMoved(f"log in block {r.block_number} has hash {r.block_hash[:10]}, header says {h.hash[:10]}")
+        missing = sorted({r.block_number for r in raws if r.block_time is None} - set(headers))
+        if missing:
+            headers.update({h.number: h for h in await self.chain.headers(missing)})
+        if any(r.block_time is None for r in raws):
+            raws = [r if r.block_time is not None else _with_time(r, headers[r.block_number].timestamp) for r in raws]
+        return raws
+
+    def _adapt(self, blocks: int, n_logs: int) -> None:
+        if getattr(self, "_split", False):
+            self.range_size = max(1, blocks // 2)
+        elif n_logs > self.cfg.max_batch_logs:
+            self.range_size = max(1, self.range_size // 2)
+        elif n_logs < self.cfg.max_batch_logs // 2:
+            self.range_size = min(self.cfg.max_batch_blocks, self.range_size * 2)
+
+    async def _discover(self, decoded: Decoded, end: int, headers: dict[int, Header]) -> tuple[list[TokenState], Decoded]:
+        """Tokens announced by a followed factory in this range: register them and fetch their
+        logs from the announcing block to ``end`` so that nothing of theirs is missed."""
+        states: list[TokenState] = []
+        for nt in decoded.new_tokens:
+            if nt.token in self.tokens or any(s.info.address == nt.token for s in states):
+                continue
+            info = await self._read_token(nt.token, end, nt.block_number, f"factory:{nt.factory}", nt.symbol)
+            if info is None:
+                continue
+            info = TokenInfo(info.chain_id, info.address, nt.symbol, nt.name, underlying_of(nt.symbol),
+                             info.decimals, info.kind, nt.block_number, info.source)
+            states.append(TokenState(info, nt.block_number - 1, ONE))
+            log.info("token_discovered", token=nt.token, symbol=nt.symbol, block=nt.block_number, kind=info.kind.value)
+        if not states:
+            return [], Decoded()
+        first = min(s.info.start_block for s in states)
+        raws = await self._logs([s.info.address for s in states], first, end, headers)
+        by_start = {s.info.address: s.info.start_block for s in states}
+        raws = [r for r in raws if r.block_number >= by_start[r.address]]
+        return states, decode.decode(raws, {s.info.address: s.info.kind for s in states})
+
+    async def _multipliers(
+        self, active: dict[str, TokenState], base: int, end: int,
+        events: list[decode.TokenEvent] | list, headers: dict[int, Header],
+    ) -> tuple[list[MultiplierChange], dict[str, int]]:
+        """Multiplier in force at ``end`` for every xStock, and every change inside the range,
+        found where it took effect (silent activations included)."""
+        xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
+        if not xstocks:
+            return [], {}
+        try:
+            answers = await self.chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], end)
+        except StateUnavailable:
+            answers = [None] * len(xstocks)
+        from_events = event_samples(events)
+        changes: list[MultiplierChange] = []
+        at_end: dict[str, int] = {}
+
+        async def block_time(n: int) -> int:
+            if n not in headers:
+                headers[n] = await self.chain.header(n)
+            return headers[n].timestamp
+
+        for address, answer in zip(xstocks, answers, strict=True):
+            state = active[address]
+            lo = max(base, state.synced_block)
+            seen = from_events.get(address, {})
+            samples = [(lo, state.multiplier), *sorted((b, v) for b, v in seen.items() if lo < b < end)]
+            value = calls.as_multiplier(answer)
+            if value is None:
+                value = seen.get(end, samples[-1][1])
+            samples.append((end, value))
+
+            async def probe(n: int, address: str = address) -> int:
+                return calls.as_multiplier(await self.chain.call(address, calls.GET_CURRENT_MULTIPLIER, n)) or ONE
+
+            changes += await find_changes(address, samples, probe, block_time, set(seen))
+            at_end[address] = value
+        return changes, at_end
+
+    async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
+        """Nothing new to index: make sure the cursor's block is still on the node's chain."""
+        if cursor.block_number > self.head:
+            return 0, 0  # node behind (a lagging fallback, or a rollback not yet built upon)
+        if (await self.chain.header(cursor.block_number)).hash == cursor.block_hash:
+            return 0, 0
+        return await self._rewind_to_ancestor(cursor)
+
+    async def _rewind_to_ancestor(self, cursor: Cursor) -> tuple[int, int]:
+        lowest = cursor.block_number - self.cfg.max_reorg_depth
+        stored = await self.store.recent_hashes(self.chain_id, lowest)
+        numbers = sorted((n for n in stored if n <= min(cursor.block_number, self.head)), reverse=True)
+        on_chain = {h.number: h for h in await self.chain.headers(numbers)} if numbers else {}
+        for n in numbers:
+            if on_chain[n].hash == stored[n]:
+                ancestor = Cursor(n, stored[n], on_chain[n].timestamp)
+                break
+        else:
+            raise ReorgTooDeep(
+                f"chain {self.cfg.name}: reorg deeper than max_reorg_depth={self.cfg.max_reorg_depth}: "
+                f"no stored block from {lowest} to {cursor.block_number} is on the node's chain; nothing changed")
+        depth = cursor.block_number - ancestor.block_number
+        removed = await self.store.rewind(self.chain_id, ancestor, self.tokens)
+        self.tokens = await self.store.tokens(self.chain_id)
+        log.warning("reorg", chain=self.cfg.name, depth=depth, ancestor=ancestor.block_number,
+                    old_tip=cursor.block_number, transfers_removed=removed)
+        return depth, removed
+
+
+def _with_time(raw: RawLog, timestamp: int) -> RawLog:
+    return RawLog(raw.address, raw.topics, raw.data, raw.block_number, raw.block_hash, timestamp,
+                  raw.tx_hash, raw.log_index)
+
+
+def addresses(tokens: Iterable[TokenState]) -> list[str]:
+    return [t.info.address for t in tokens]
