@@ -6,9 +6,9 @@ exist: the sign of a plain ERC-20 when asking for ``getCurrentMultiplier``).
 
 from __future__ import annotations
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 
 def selector(signature: str) -> str:

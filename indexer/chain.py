@@ -13,8 +13,10 @@ Failure modes, as raised to callers (see errors.py):
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,6 +73,8 @@ class Rpc:
         self._on_error = on_error
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+        self.last_ok = 0.0  # monotonic time of the last usable answer
+        self.last_error: str | None = None  # why the last attempt failed, cleared on success
 
     @property
     def url(self) -> str:
@@ -129,8 +133,11 @@ class Rpc:
             with attempt:
                 url = self.url
                 try:
-                    return await self._post(url, payload)
+                    answer = await self._post(url, payload)
+                    self.last_ok, self.last_error = time.monotonic(), None
+                    return answer
                 except RpcUnavailable as exc:
+                    self.last_error = str(exc)
                     number = attempt.retry_state.attempt_number
                     log.warning("rpc_retry", method=method, url=mask_url(url), attempt=number, error=str(exc))
                     if len(self.urls) > 1:
@@ -358,3 +365,26 @@ async def connect(urls: Sequence[str], name: str, expected_id: int | None = None
     if expected_id is not None and chain_id != expected_id:
         raise ConfigError(f"chain {name}: node reports chain id {chain_id}, config says chain_id = {expected_id}")
     return Chain(Rpc(urls, attempts=attempts, on_error=on_error)), chain_id
+
+
+async def watch_heads(ws_url: str, wake: asyncio.Event) -> None:
+    """Set ``wake`` whenever the node announces a new head over a ``newHeads`` subscription.
+    Reconnects with backoff forever; the caller also polls, so a lost socket only costs latency."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    delay = 0.2
+    while True:
+        try:
+            async with ws_connect(ws_url, max_size=None, open_timeout=10) as ws:
+                await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                            "params": ["newHeads"]}).decode())
+                delay = 0.2
+                async for message in ws:
+                    if b'"eth_subscription"' in (message if isinstance(message, bytes) else message.encode()):
+                        wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any socket or protocol failure: reconnect
+            log.warning("ws_heads_lost", url=mask_url(ws_url), error=f"{type(exc).__name__}: {exc}"[:200])
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)

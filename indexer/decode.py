@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from . import logs
 from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer

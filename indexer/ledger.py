@@ -7,6 +7,7 @@ same on total shares. Summing Transfer values is wrong as soon as M moves, so no
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -115,7 +116,7 @@ async def find_changes(
     range are samples too, so an up-then-back-down within one batch is still seen at the events.
     """
     changes: list[MultiplierChange] = []
-    for (lo, lo_val), (hi, hi_val) in zip(samples, samples[1:], strict=False):
+    for (lo, lo_val), (hi, hi_val) in itertools.pairwise(samples):
         await _bisect(token, lo, lo_val, hi, hi_val, probe, block_time, event_blocks, changes)
     return changes
 

@@ -59,7 +59,8 @@ class Progress:
             rate = done / elapsed
             log.info("backfill_progress", chain=self.chain, block=block, target=self.target,
                      pct=round(100.0 * done / max(1, self.target - self.first + 1), 1),
-                     logs=self.logs, logs_per_s=round(self.logs / elapsed), eta_s=round(remaining / rate) if rate else None)
+                     logs=self.logs, logs_per_s=round(self.logs / elapsed),
+                     eta_s=round(remaining / rate) if rate else None)
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started

@@ -28,12 +28,12 @@ async def writer(
         if rows and rows[0]["chain_id"] != chain_id:
             raise ConfigError(f"chain {cfg.name}: node reports chain id {chain_id}, but this database indexed "
                               f"chain id {rows[0]['chain_id']} under that name")
-        lock = await store.lock_chain(chain_id, cfg.name)
+        await store.lock_chain(chain_id, cfg.name)
         try:
             sync = ChainSync(cfg, settings, chain, store, chain_id, floor=from_block)
             await sync.prepare()
             yield sync
         finally:
-            await lock.close()
+            await store.unlock_chain(chain_id)
     finally:
         await chain.rpc.close()

@@ -87,14 +87,17 @@ class BatchWrite:
 class Store:
     """A pool plus the statements of the indexer. Use :meth:`open`."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, attempts: int | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, attempts: int | None,
+                 on_retry: Callable[[], None] | None = None) -> None:
         self.pool = pool
         self.dsn = dsn
         self._attempts = attempts
+        self._on_retry = on_retry
+        self._locks: dict[int, tuple[str, asyncpg.Connection]] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, role: str = "indexer", attempts: int | None = 5,
-                   min_size: int = 1, max_size: int = 4) -> Store:
+                   min_size: int = 1, max_size: int = 4, on_retry: Callable[[], None] | None = None) -> Store:
         """Connect; a database that cannot be reached raises ServiceUnreachable (exit 2)."""
         app = f"xstock-indexer {role} pid={os.getpid()} host={socket.gethostname()}"
         try:
@@ -106,9 +109,12 @@ class Store:
                 asyncpg.exceptions.InvalidAuthorizationSpecificationError,
                 asyncpg.exceptions.InvalidPasswordError, ValueError) as exc:
             raise ServiceUnreachable(f"database {mask_url(dsn)} unreachable: {_describe(exc, dsn)}") from None
-        return cls(pool, dsn, attempts)
+        return cls(pool, dsn, attempts, on_retry)
 
     async def close(self) -> None:
+        for _, conn in self._locks.values():
+            if not conn.is_closed():
+                await conn.close()
         await self.pool.close()
 
     async def _retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -123,6 +129,8 @@ class Store:
                     return await fn()
                 except _CONNECTION_ERRORS as exc:
                     n = attempt.retry_state.attempt_number
+                    if self._on_retry is not None:
+                        self._on_retry()
                     log.warning("db_retry", what=what, attempt=n, error=_describe(exc, self.dsn))
                     raise DatabaseUnavailable(f"database {mask_url(self.dsn)}: {_describe(exc, self.dsn)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -141,13 +149,16 @@ class Store:
 
     # -- writer lock ----------------------------------------------------------------------------
 
-    async def lock_chain(self, chain_id: int, chain_name: str) -> asyncpg.Connection:
-        """Take the per-chain writer lock on a dedicated connection held until released.
-        Raises LockHeld naming the holder when another process has it."""
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": _app_name("writer")})
+    async def lock_chain(self, chain_id: int, chain_name: str) -> None:
+        """Take the per-chain writer lock on a dedicated connection held until ``unlock_chain``
+        or close. Raises LockHeld naming the holder when another process has it."""
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(self.dsn, server_settings={"application_name": _app_name("writer")})
+        conn = await self._retry("lock", connect)
         key = await conn.fetchval("SELECT hashtextextended('xstock-indexer:chain:' || $1::bigint::text, 0)", chain_id)
         if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            return conn
+            self._locks[chain_id] = (chain_name, conn)
+            return
         holder = await conn.fetchrow(
             """SELECT a.pid, a.application_name, a.client_addr::text AS addr, a.backend_start
                  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -162,6 +173,29 @@ class Store:
             who = f"{holder['application_name'] or 'backend pid ' + str(holder['pid'])} (since {since})"
         raise LockHeld(f"chain {chain_name} (id {chain_id}) is already being indexed by {who}; "
                        "only one writer per chain")
+
+    async def unlock_chain(self, chain_id: int) -> None:
+        _, conn = self._locks.pop(chain_id, ("", None))
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+
+    async def _ensure_lock(self, chain_id: int) -> None:
+        """Before a write: the lock's connection must still be alive. After a database restart
+        it is gone with its lock; take it again (LockHeld if someone else got it meanwhile)."""
+        held = self._locks.get(chain_id)
+        if held is None:
+            return
+        name, conn = held
+        try:
+            if not conn.is_closed():
+                await conn.fetchval("SELECT 1")
+                return
+        except _CONNECTION_ERRORS:
+            pass
+        log.warning("writer_lock_lost", chain=name, chain_id=chain_id)
+        del self._locks[chain_id]
+        await self.lock_chain(chain_id, name)
+        log.info("writer_lock_taken_again", chain=name, chain_id=chain_id)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -218,6 +252,7 @@ class Store:
         """Write the batch in one transaction. Returns False when it was already committed
         (the cursor is already where this batch would move it)."""
         async def run() -> bool:
+            await self._ensure_lock(batch.chain_id)
             async with self.pool.acquire() as conn, conn.transaction():
                 return await _write_batch(conn, batch)
         return await self._retry("commit_batch", run)
@@ -227,6 +262,7 @@ class Store:
         token_list = list(tokens)
 
         async def run() -> int:
+            await self._ensure_lock(chain_id)
             async with self.pool.acquire() as conn, conn.transaction():
                 return await _rewind(conn, chain_id, ancestor, token_list)
         return await self._retry("rewind", run)

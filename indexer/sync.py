@@ -25,6 +25,7 @@ from .models import (
     Header,
     MultiplierChange,
     RawLog,
+    TokenEvent,
     TokenInfo,
     TokenKind,
     underlying_of,
@@ -62,6 +63,7 @@ class ChainSync:
         self._token_configs = [t for t in settings.tokens if t.chain == cfg.name]
         self.range_size = cfg.batch_blocks
         self.head = 0
+        self.last_block_time = 0  # timestamp of the last committed block
 
     @property
     def first_block(self) -> int:
@@ -182,7 +184,7 @@ class ChainSync:
         raws = [r for r in raws if r.address not in active or r.block_number >= active[r.address].info.start_block]
         kinds = {a: t.info.kind for a, t in active.items()}
         decoded = decode.decode(raws, kinds, factories)
-        new_states, extra = await self._discover(decoded, end, headers)
+        new_states, extra, extra_logs = await self._discover(decoded, end, headers)
         for state in new_states:
             active[state.info.address] = state
         transfers = decoded.transfers + extra.transfers
@@ -206,10 +208,12 @@ class ChainSync:
             keep_blocks=self.cfg.max_reorg_depth * 2,
         )
         await self.store.commit_batch(batch)
+        if move_cursor:
+            self.last_block_time = end_header.timestamp
         for address, state in active.items():
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
         self._adapt(end - start + 1, len(raws))
-        return len(raws), len(transfers), len(events), len(new_states)
+        return len(raws) + extra_logs, len(transfers), len(events), len(new_states)
 
     async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[RawLog]:
         splits = self.chain.splits
@@ -219,7 +223,8 @@ class ChainSync:
         for r in raws:
             h = headers.get(r.block_number)
             if h is not None and h.hash != r.block_hash:
-                raise ChainMoved(f"log in block {r.block_number} has hash {r.block_hash[:10]}, header says {h.hash[:10]}")
+                raise ChainMoved(f"log in block {r.block_number} has hash {r.block_hash[:10]}, "
+                                 f"header says {h.hash[:10]}")
         missing = sorted({r.block_number for r in raws if r.block_time is None} - set(headers))
         if missing:
             headers.update({h.number: h for h in await self.chain.headers(missing)})
@@ -235,7 +240,9 @@ class ChainSync:
         elif n_logs < self.cfg.max_batch_logs // 2:
             self.range_size = min(self.cfg.max_batch_blocks, self.range_size * 2)
 
-    async def _discover(self, decoded: Decoded, end: int, headers: dict[int, Header]) -> tuple[list[TokenState], Decoded]:
+    async def _discover(
+        self, decoded: Decoded, end: int, headers: dict[int, Header]
+    ) -> tuple[list[TokenState], Decoded, int]:
         """Tokens announced by a followed factory in this range: register them and fetch their
         logs from the announcing block to ``end`` so that nothing of theirs is missed."""
         states: list[TokenState] = []
@@ -250,16 +257,16 @@ class ChainSync:
             states.append(TokenState(info, nt.block_number - 1, ONE))
             log.info("token_discovered", token=nt.token, symbol=nt.symbol, block=nt.block_number, kind=info.kind.value)
         if not states:
-            return [], Decoded()
+            return [], Decoded(), 0
         first = min(s.info.start_block for s in states)
         raws = await self._logs([s.info.address for s in states], first, end, headers)
         by_start = {s.info.address: s.info.start_block for s in states}
         raws = [r for r in raws if r.block_number >= by_start[r.address]]
-        return states, decode.decode(raws, {s.info.address: s.info.kind for s in states})
+        return states, decode.decode(raws, {s.info.address: s.info.kind for s in states}), len(raws)
 
     async def _multipliers(
         self, active: dict[str, TokenState], base: int, end: int,
-        events: list[decode.TokenEvent] | list, headers: dict[int, Header],
+        events: list[TokenEvent], headers: dict[int, Header],
     ) -> tuple[list[MultiplierChange], dict[str, int]]:
         """Multiplier in force at ``end`` for every xStock, and every change inside the range,
         found where it took effect (silent activations included)."""
