@@ -34,12 +34,13 @@ log = logs.get("chain")
 _RANGE_ERRORS = re.compile(
     r"(?i)(more than \d+ results|too many (results|logs|blocks)|response size|size exceed|"
     r"range (is )?too (large|wide|big)|block range|exceed(s|ed)? (the )?(max|maximum|limit)|"
-    r"limit exceeded|max(imum)? (results|logs|range)|query timeout|log response size|"
-    r"returned more than|range should work|query exceeds)"
+    r"(?<!rate )limit exceeded|max(imum)? (results|logs|range)|query timeout|log response size|"
+    r"returned more than|range should work|query exceeds|limited to a [\d,]+ (block )?range)"
 )
 _SUGGESTED_RANGE = re.compile(r"\[(0x[0-9a-fA-F]+),\s*(0x[0-9a-fA-F]+)\]")
 _RETRYABLE_CODES = {-32005, 429}
-_STATE_MISSING = re.compile(r"(?i)(missing trie node|header not found|state .*not available|pruned)")
+_STATE_MISSING = re.compile(
+    r"(?i)(missing trie node|header not found|state .*not available|historical state unavailable|pruned)")
 
 
 class StateUnavailable(RpcError):

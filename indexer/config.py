@@ -123,10 +123,12 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], source: str) 
     if not chains:
         raise ConfigError(f"{source}: no [[chain]] configured")
     names = [c.name for c in chains]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"{source}: chain name {name!r} is used twice")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"{source}: chain[{i}].name: {name!r} is already used by chain[{names.index(name)}]")
     if env.get("RPC_URL"):
+        if not env["RPC_URL"].startswith(("http://", "https://", "ws://", "wss://")):
+            raise ConfigError(f"{source}: RPC_URL must start with http(s):// or ws(s)://")
         if len(chains) != 1:
             raise ConfigError(f"{source}: RPC_URL is set but the config has {len(chains)} chains")
         chains = (ChainConfig(**{**chains[0].__dict__, "rpc": (env["RPC_URL"],)}),)
@@ -212,7 +214,7 @@ class _Parser:
 
     def address(self, raw: Mapping[str, Any], where: str) -> str:
         value = self.string(raw, "address", where, required=True)
-        if value is None or not _ADDRESS.match(value):
+        if value is None or not _ADDRESS.fullmatch(value):
             raise self.fail(f"{where}.address", f"{value!r} is not a 0x-prefixed 20-byte hex address")
         return value.lower()
 

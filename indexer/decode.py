@@ -115,7 +115,10 @@ def decode_event(spec: EventSpec, raw: RawLog) -> dict[str, object]:
         raise Malformed(f"{spec.name}: {len(raw.topics)} topics, expected {1 + len(spec.indexed)}")
     args: dict[str, object] = {}
     for (name, typ), topic in zip(spec.indexed, raw.topics[1:], strict=True):
-        args[name] = _jsonable(abi_decode([typ], bytes.fromhex(topic[2:]))[0])
+        try:
+            args[name] = _jsonable(abi_decode([typ], bytes.fromhex(topic[2:]))[0])
+        except (DecodingError, ValueError, OverflowError) as exc:
+            raise Malformed(f"{spec.name}: topic {name}: {exc}") from None
     if spec.data:
         try:
             values = abi_decode([t for _, t in spec.data], bytes.fromhex(raw.data[2:]))
@@ -178,6 +181,7 @@ def decode(
                 frm, to, amount = decode_move(pending)
                 sfrm, sto, shares = decode_move(raw)
                 if (sfrm, sto) != (frm, to):
+                    skipped += _warn(pending, "Transfer parties differ from its TransferShares")
                     skipped += _warn(raw, "TransferShares parties differ from its Transfer")
                 else:
                     out.transfers.append(_transfer(pending, frm, to, amount, shares, times))

@@ -1,0 +1,27 @@
+"""The development network: a local anvil, an embedded PostgreSQL, our contracts deployed on
+it, and a seeded trading simulator. Used by `indexer demo`, the integration tests and the
+benchmarks; nothing in the indexer's pipeline imports it.
+
+    with Anvil(no_mining=True) as node:
+        world = deploy_world(node.url)
+        summary = Simulator(world, seed=1).tour()
+"""
+
+from .anvil import Anvil, AnvilError, AnvilNotFound, JsonRpc, RpcError, find_anvil, rpc
+from .contracts import Artifact, ArtifactError, artifacts_dir, load_artifact
+from .deploy import Transactor, Tx, TxFailed, World, deploy_world
+from .postgres import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    embedded_postgres,
+    resolve_database_url,
+)
+from .simulate import BulkStats, SimulationError, Simulator, Summary
+
+__all__ = [
+    "Anvil", "AnvilError", "AnvilNotFound", "Artifact", "ArtifactError", "BulkStats",
+    "EmbeddedPostgres", "EmbeddedPostgresError", "JsonRpc", "RpcError", "SimulationError",
+    "Simulator", "Summary", "Transactor", "Tx", "TxFailed", "World", "artifacts_dir",
+    "deploy_world", "embedded_postgres", "find_anvil", "load_artifact", "resolve_database_url",
+    "rpc",
+]
