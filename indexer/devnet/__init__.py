@@ -15,6 +15,7 @@ from .postgres import (
     EmbeddedPostgresError,
     embedded_postgres,
     resolve_database_url,
+    scratch_dir,
 )
 from .simulate import BulkStats, SimulationError, Simulator, Summary
 
@@ -23,5 +24,5 @@ __all__ = [
     "EmbeddedPostgres", "EmbeddedPostgresError", "JsonRpc", "RpcError", "SimulationError",
     "Simulator", "Summary", "Transactor", "Tx", "TxFailed", "World", "artifacts_dir",
     "deploy_world", "embedded_postgres", "find_anvil", "load_artifact", "resolve_database_url",
-    "rpc",
+    "rpc", "scratch_dir",
 ]

@@ -15,6 +15,7 @@ Failure modes:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import itertools
@@ -82,6 +83,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class Anvil:
@@ -153,18 +164,24 @@ class Anvil:
         if self.running:
             return self
         self.binary = self.binary or find_anvil()
-        attempts = 1 if self._fixed_port is not None else 3
-        for attempt in range(attempts):
+        if self._fixed_port is not None and not _port_free(self.host, self._fixed_port):
+            # Else the readiness probe could be answered by whoever holds the port.
+            raise AnvilError(f"port {self._fixed_port} on {self.host} is already in use")
+        attempt = 0
+        while True:
+            attempt += 1
             self._port = self._fixed_port or free_port(self.host)
             try:
                 self._launch()
                 return self
             except AnvilError as exc:
-                if "in use" not in str(exc).lower() or attempt == attempts - 1:
+                retry = self._fixed_port is None and attempt < 3 and "in use" in str(exc).lower()
+                if not retry:
                     raise
-        raise AssertionError("unreachable")
 
     def _launch(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(self.command(self.port), stdin=subprocess.DEVNULL,
@@ -267,7 +284,8 @@ class Anvil:
     def __del__(self) -> None:
         # Last resort so an abandoned instance does not leak a process.
         if getattr(self, "_proc", None) is not None:
-            self._kill()
+            with contextlib.suppress(Exception):
+                self._kill()
 
 
 class JsonRpc:

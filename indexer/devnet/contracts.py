@@ -49,7 +49,8 @@ class Artifact:
     abi: list[dict[str, Any]] = field(repr=False)
     bytecode: str = field(repr=False)
     deployed_bytecode: str = field(repr=False)
-    _calls: dict[str, tuple[bytes, list[str]]] = field(default_factory=dict, repr=False)
+    _calls: dict[str, tuple[bytes, list[str]]] = field(default_factory=dict, repr=False,
+                                                       init=False)
 
     def function(self, fn: str) -> dict[str, Any]:
         """The ABI entry of function `fn` (names are unique in our contracts)."""

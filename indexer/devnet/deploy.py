@@ -127,21 +127,28 @@ class Transactor:
             raise
 
     def _receipts(self, hashes: list[str]) -> list[Receipt]:
+        """Wait for the receipts of `hashes`. Without automine, mine a block whenever some are
+        missing (what did not fit the last block goes into the next) and give up after four
+        blocks that mined none of them; with automine, poll until the deadline."""
         deadline = time.monotonic() + self.timeout
         found: dict[str, Receipt] = {}
+        stalled = 0
         while True:
             missing = [h for h in hashes if h not in found]
             results = self.client.batch([("eth_getTransactionReceipt", [h]) for h in missing])
-            found.update({h: r for h, r in zip(missing, results, strict=True) if r is not None})
+            fresh = {h: r for h, r in zip(missing, results, strict=True) if r is not None}
+            found.update(fresh)
             if len(found) == len(hashes):
                 return [found[h] for h in hashes]
-            if time.monotonic() > deadline:
+            stalled = 0 if fresh else stalled + 1
+            if time.monotonic() > deadline or (not self.automine and stalled > 4):
                 raise TimeoutError(f"{len(hashes) - len(found)} of {len(hashes)} transactions "
-                                   f"not mined after {self.timeout}s (first {missing[0]})")
-            if not self.automine:
-                self.mine()  # what did not fit the last block goes into the next one
-            else:
+                                   f"not mined (first {missing[0]}); pool: "
+                                   f"{str(self.client.call('txpool_inspect'))[:500]}")
+            if self.automine:
                 time.sleep(0.001)  # poll interval while anvil's automine finishes the block
+            else:
+                self.mine()
 
 
 def _base(tx: Tx) -> dict[str, str]:

@@ -82,6 +82,9 @@ class Summary:
 
 @dataclass(frozen=True)
 class BulkStats:
+    """What `bulk_transfers` did. `blocks` counts planned blocks: mined blocks without
+    automine; with automine every transaction is its own block."""
+
     transfers: int
     transactions: int
     blocks: int
@@ -401,7 +404,7 @@ class Simulator:
     def _drain_deferred(self, block: _Block, exclude: Collection[str] = ()) -> None:
         waiting, self._deferred = self._deferred, []
         for token, step in waiting:
-            if token in self.paused or token in exclude:
+            if token in self.paused or token in exclude or not block.fits(SINGLE_GAS):
                 self._deferred.append((token, step))
             else:
                 step(block)

@@ -1,0 +1,69 @@
+"""Compare the analyst views with the chain itself (eth_call at the indexed block).
+
+Used by every scenario test: after any scenario, ``holders`` and ``token_supply`` must equal
+``balanceOf`` and ``totalSupply`` at the indexed block, for every address that ever held a
+token, to the wei.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import asyncpg
+
+from indexer import calls
+from indexer.chain import Chain, Rpc
+
+
+async def compare(database_url: str, rpc_url: str, addresses: Mapping[str, Iterable[str]]) -> list[str]:
+    """``addresses``: token address -> addresses to check. Returns the differences (empty: equal)."""
+    conn = await asyncpg.connect(database_url)
+    chain = Chain(Rpc([rpc_url]))
+    problems: list[str] = []
+    try:
+        for token, holders in addresses.items():
+            row = await conn.fetchrow(
+                "SELECT symbol, total_supply_raw, indexed_block FROM token_supply WHERE token = $1", token)
+            if row is None:
+                problems.append(f"{token}: not in token_supply")
+                continue
+            block = row["indexed_block"]
+            wanted = sorted(set(holders))
+            db = {r["holder"]: int(r["balance_raw"]) for r in await conn.fetch(
+                "SELECT holder, balance_raw FROM holders WHERE token = $1", token)}
+            answers = await chain.call_many(
+                [(token, calls.TOTAL_SUPPLY)] + [(token, calls.balance_of(h)) for h in wanted], block)
+            if calls.as_uint(answers[0]) != int(row["total_supply_raw"]):
+                problems.append(f"{row['symbol']}: totalSupply {calls.as_uint(answers[0])} != "
+                                f"{row['total_supply_raw']} at block {block}")
+            for holder, answer in zip(wanted, answers[1:], strict=True):
+                on_chain = calls.as_uint(answer) or 0
+                if on_chain != db.get(holder, 0):
+                    problems.append(f"{row['symbol']} {holder}: balanceOf {on_chain} != {db.get(holder, 0)}")
+            extra = set(db) - set(wanted)
+            for holder in extra:  # holders the scenario does not know of must be real too
+                value = calls.as_uint((await chain.call_many([(token, calls.balance_of(holder))], block))[0])
+                if value != db[holder]:
+                    problems.append(f"{row['symbol']} {holder}: balanceOf {value} != {db[holder]}")
+    finally:
+        await conn.close()
+        await chain.rpc.close()
+    return problems
+
+
+async def snapshot(database_url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the ledger tables, for idempotence checks."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        out = {}
+        for table, order in (("transfer_log", "chain_id, token, block_number, log_index"),
+                             ("share_balances", "chain_id, token, holder"),
+                             ("tokens", "chain_id, token"),
+                             ("multiplier_changes", "chain_id, token, block_number"),
+                             ("token_events", "chain_id, block_number, log_index"),
+                             ("cursors", "chain_id")):
+            rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")
+            out[table] = [tuple(v for k, v in r.items() if k not in ("updated_at", "head_seen_at")) for r in rows]
+        return out
+    finally:
+        await conn.close()
