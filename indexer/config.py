@@ -34,6 +34,7 @@ class ChainConfig:
     max_batch_blocks: int = 100_000
     max_batch_logs: int = 50_000
     chain_id: int | None = None  # expected id; checked against the node when given
+    rpc_timeout: float = 30.0  # seconds for one JSON-RPC request before it counts as failed
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class _Parser:
 
     def chain(self, raw: Mapping[str, Any], where: str) -> ChainConfig:
         self.keys(raw, where, {"name", "rpc", "confirmations", "max_reorg_depth", "poll_interval",
-                               "batch_blocks", "max_batch_blocks", "max_batch_logs", "chain_id"})
+                               "batch_blocks", "max_batch_blocks", "max_batch_logs", "chain_id", "rpc_timeout"})
         name = str(self.string(raw, "name", where, required=True))
         rpc = raw.get("rpc")
         if isinstance(rpc, str):
@@ -249,6 +250,7 @@ class _Parser:
             max_batch_blocks=self.integer(raw, "max_batch_blocks", where, 100_000, minimum=1),
             max_batch_logs=self.integer(raw, "max_batch_logs", where, 50_000, minimum=100),
             chain_id=chain_id,
+            rpc_timeout=self.number(raw, "rpc_timeout", where, 30.0),
         )
 
     def token(self, raw: Mapping[str, Any], where: str, names: list[str]) -> TokenConfig:

@@ -91,7 +91,8 @@ class Daemon:
             metrics.RPC_ERRORS.labels(cfg.name, kind).inc()
 
         async with writer(self.settings, cfg, store, attempts=None, on_error=on_error) as sync:
-            interval = cfg.poll_interval or (0.25 if sync.chain_id == 31337 else 1.0)
+            state.rpc = sync.chain.rpc
+            interval = cfg.poll_interval or await _default_interval(sync)
             wake = asyncio.Event()
             ws = next((u for u in cfg.rpc if u.startswith(("ws://", "wss://"))), None)
             watcher = asyncio.create_task(watch_heads(ws, wake)) if ws else None
@@ -147,6 +148,16 @@ class Daemon:
         if r.transfers or sync.head - r.to_block < 2:
             log.info("batch", from_block=r.from_block, to_block=r.to_block, logs=r.logs, transfers=r.transfers,
                      ms=round(r.seconds * 1000, 1))
+
+
+async def _default_interval(sync: ChainSync) -> float:
+    """1 s for a real chain; 0.1 s for a local dev node (anvil, hardhat), where blocks come
+    whenever a transaction does and polling costs nothing."""
+    try:
+        client = str(await sync.chain.rpc.request("web3_clientVersion", []))
+    except IndexerError:
+        return 1.0
+    return 0.1 if any(dev in client.lower() for dev in ("anvil", "hardhat", "ganache")) else 1.0
 
 
 async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:

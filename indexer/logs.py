@@ -33,6 +33,27 @@ def configure(level: str = "info", json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(level)
+
+
+class _OneLine(logging.Formatter):
+    """Third-party libraries (asyncpg's pool, aiohttp) log through stdlib logging; keep them
+    to one line with the exception's message, no traceback, so the stream stays parseable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return text
+
+
+def _route_stdlib(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.getLevelName(level.upper()), logging.WARNING))
 
 
 def get(name: str | None = None) -> Any:

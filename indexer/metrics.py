@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +38,7 @@ class ChainHealth:
     last_progress: float = field(default_factory=time.time)
     rpc_error: str | None = None
     caught_up: bool = False
+    rpc: Any = None  # the chain's Rpc: its last_error is read live, even mid-retry
 
 
 @dataclass
@@ -48,8 +50,9 @@ class Health:
         now = time.time() if now is None else now
         out = []
         for name, c in self.chains.items():
-            if c.rpc_error:
-                out.append(f"chain {name}: rpc failing: {c.rpc_error}")
+            error = c.rpc.last_error if c.rpc is not None else c.rpc_error
+            if error:
+                out.append(f"chain {name}: rpc failing: {error}")
             stalled = now - c.last_progress
             if stalled > self.max_lag_seconds:
                 out.append(f"chain {name}: no progress for {stalled:.0f} s (bound {self.max_lag_seconds:.0f} s)")
