@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PYSTAMP := $(VENV)/.installed
 NODESTAMP := node_modules/.installed
 
-.PHONY: demo test lint bench contracts clean
+.PHONY: demo test lint bench contracts clean tools
 
 $(PYSTAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ $(NODESTAMP): package.json package-lock.json
 demo: $(PYSTAMP) $(NODESTAMP)
 	$(VENV)/bin/indexer demo $(DEMO_ARGS)
 
-test: $(PYSTAMP) $(NODESTAMP)
+# Tools the tests run that are neither Python nor npm packages: docker-compose (v1, Debian's
+# package) validates docker-compose.yml. Installed with apt as root; otherwise it says what to do.
+tools:
+	@command -v docker-compose >/dev/null || if [ "$$(id -u)" = 0 ]; then \
+		out=$$(apt-get update -qq 2>&1 && DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+			apt-get install -y -qq docker-compose 2>&1) || { echo "$$out" >&2; exit 1; }; \
+	else echo "make tools: docker-compose is missing; as root: apt-get install docker-compose" >&2; fi
+
+test: tools $(PYSTAMP) $(NODESTAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(PYSTAMP)

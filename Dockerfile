@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# xstock-indexer: `docker build -t xstock-indexer .`, then
+#   docker run --rm -v $PWD/indexer.toml:/app/indexer.toml:ro -e DATABASE_URL=... xstock-indexer run
+# The config is read from /app/indexer.toml unless INDEXER_CONFIG (or --config) says otherwise.
+# Needs BuildKit (the default builder since Docker 23; with docker-compose v1 set
+# DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY . .
+# The contract artifacts live in contracts/artifacts in a checkout; the wheel carries them as
+# package data in indexer/devnet/artifacts, so the devnet deploy works from the installed package.
+RUN mkdir -p indexer/devnet/artifacts \
+ && cp contracts/artifacts/*.json indexer/devnet/artifacts/ \
+ && pip wheel --wheel-dir /wheels . \
+ && python -m zipfile -l /wheels/xstock_indexer-*.whl | grep -q 'indexer/devnet/artifacts/XStock.json'
+
+FROM ${PYTHON_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    METRICS_PORT=9100
+# /shared: where compose mounts the devnet config volume. A new named volume takes the owner of
+# the directory it covers, so the non-root deploy step can write the config there.
+RUN groupadd --system --gid 10001 indexer \
+ && useradd --system --uid 10001 --gid indexer --home-dir /app --create-home --shell /usr/sbin/nologin indexer \
+ && mkdir -p /shared && chown indexer:indexer /shared
+# Only the wheels reach this stage, and only for the install: no compiler, no source tree.
+# No version pins needed: pip sees no index here, only the wheels the builder resolved.
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels xstock-indexer
+# The example configs: docker run -e RPC_URL=... -e DATABASE_URL=... IMAGE --config examples/ethereum.toml run
+COPY --from=builder /src/examples/*.toml /app/examples/
+USER 10001:10001
+WORKDIR /app
+EXPOSE 9100
+# Serves only when the config sets daemon.metrics_port (= $METRICS_PORT) on 127.0.0.1 or 0.0.0.0.
+# Shell form on purpose: the shell expands $METRICS_PORT when the check runs.
+# hadolint ignore=DL3025
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${METRICS_PORT}/healthz', timeout=4)" || exit 1
+ENTRYPOINT ["indexer"]
+CMD ["run"]
