@@ -380,6 +380,7 @@ async def watch_heads(ws_url: str, wake: asyncio.Event) -> None:
             async with ws_connect(ws_url, max_size=None, open_timeout=10) as ws:
                 await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
                                             "params": ["newHeads"]}).decode())
+                log.info("ws_subscribed", url=mask_url(ws_url))
                 delay = 0.2
                 async for message in ws:
                     if b'"eth_subscription"' in (message if isinstance(message, bytes) else message.encode()):

@@ -97,7 +97,7 @@ class Daemon:
             ws = next((u for u in cfg.rpc if u.startswith(("ws://", "wss://"))), None)
             watcher = asyncio.create_task(watch_heads(ws, wake)) if ws else None
             try:
-                await self._loop(cfg, sync, state, wake, interval if not ws else max(interval, 2.0))
+                await self._loop(cfg, sync, state, wake, interval if not ws else max(interval, 2.0))  # ws wakes us
             finally:
                 if watcher is not None:
                     watcher.cancel()

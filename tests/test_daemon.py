@@ -228,3 +228,49 @@ async def test_two_chains_in_one_daemon(anvil_factory, database_url: str, tmp_pa
     verify = cli("verify", config=config)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "chain left" in verify.stdout and "chain right" in verify.stdout
+
+
+async def test_database_restart_under_the_daemon(world: World, anvil: Anvil, tmp_path: Path) -> None:
+    from indexer.devnet.postgres import embedded_postgres, scratch_dir
+
+    scratch = scratch_dir("xstock-restart-")
+    server = embedded_postgres(scratch / "data")
+    try:
+        config = write_config(world, server.dsn, tmp_path / "indexer.toml")
+        daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+        sim = Simulator(world, seed=91, n_holders=8)
+        sim.run(blocks=3, moves_per_block=3)
+        await caught_up(server.dsn, anvil)
+        server.stop()
+        sim.run(blocks=4, moves_per_block=3)  # the chain moves on while the database is gone
+
+        async def retrying() -> bool:
+            return bool(daemon.events("db_retry"))
+        await wait_for(retrying, what="the daemon to retry the database")
+        server.start()
+        sim.run(blocks=2, moves_per_block=3)
+        await caught_up(server.dsn, anvil)
+        assert daemon.alive
+        assert await compare(server.dsn, anvil.url, all_touched(world, sim)) == []
+        assert daemon.events("writer_lock_lost") and daemon.events("writer_lock_taken_again")
+        second = cli("backfill", config=config, timeout=30)
+        assert second.returncode == 2, "the lock must be held again after the restart"
+        assert daemon.stop() == 0
+    finally:
+        server.stop()
+
+
+async def test_ws_endpoint_follows_new_heads(world: World, anvil: Anvil, database_url: str, tmp_path: Path) -> None:
+    # polling every 60 s: only the newHeads subscription can bring the daemon to the head in time
+    config = write_config(world, database_url, tmp_path / "indexer.toml", rpc=anvil.ws_url,
+                          extra_chain="poll_interval = 60")
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    sim = Simulator(world, seed=95, n_holders=6)
+    sim.run(blocks=3, moves_per_block=3)
+    await caught_up(database_url, anvil)
+    for _ in range(3):
+        sim.run(blocks=1, moves_per_block=2)
+        await caught_up(database_url, anvil)
+    assert await compare(database_url, anvil.url, all_touched(world, sim)) == []
+    assert daemon.events("ws_subscribed") and not daemon.events("ws_heads_lost")
+    assert daemon.stop() == 0
