@@ -249,3 +249,433 @@ CREATE OR REPLACE FUNCTION supply_at(p_chain_id bigint, p_token text, p_block bi
     FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token)
 $$;
 COMMENT ON FUNCTION supply_at(bigint, text, bigint) IS 'totalSupply() at the end of block p_block, base units; NULL past the indexed block.';
+
+-- =============================================================================================
+-- Custody and backing
+-- =============================================================================================
+--
+-- Custody records come from `indexer custody import` / `indexer custody pull` (custody_imports,
+-- custody_attestations). The backing view compares them with the on-chain supply; the
+-- reconciliation rules (backing_conditions) say which flags should be open, and `indexer
+-- reconcile` (also run after every import and every committed batch of the daemon) opens and
+-- closes rows of backing_flags to match, with a NOTIFY backing_flags per change.
+--
+-- Time: the reference "now" is the timestamp of the latest indexed block (indexed_now()), so
+-- every answer here follows from the data alone. Custody shares are underlying shares as exact
+-- numerics; supply is compared in underlying units (token units, multiplier applied: R1).
+
+CREATE TABLE IF NOT EXISTS indexer_settings (
+    key         text PRIMARY KEY,
+    seconds     numeric NOT NULL CHECK (seconds >= 0),
+    source      text NOT NULL DEFAULT 'default',
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO indexer_settings (key, seconds) VALUES
+    ('stale_after', 86400), ('settlement_window', 86400), ('privileged_review', 86400)
+ON CONFLICT (key) DO NOTHING;
+COMMENT ON TABLE indexer_settings IS 'Durations the backing rules read, in seconds. stale_after and settlement_window are copied from [custody] of the config at every reconcile and import; privileged_review (how long a privileged change stays flagged) is set here: UPDATE indexer_settings SET seconds = ... WHERE key = ''privileged_review''.';
+COMMENT ON COLUMN indexer_settings.key IS 'stale_after (R4), settlement_window (R6) or privileged_review (R10).';
+COMMENT ON COLUMN indexer_settings.seconds IS 'The duration in seconds.';
+COMMENT ON COLUMN indexer_settings.source IS 'default (set by schema.sql) or the config file it was copied from.';
+COMMENT ON COLUMN indexer_settings.updated_at IS 'When the value was last written (wall clock).';
+
+CREATE SEQUENCE IF NOT EXISTS custody_import_seq;
+COMMENT ON SEQUENCE custody_import_seq IS 'Import order of custody payloads (custody_imports.seq).';
+CREATE TABLE IF NOT EXISTS custody_imports (
+    payload_sha256     text PRIMARY KEY,
+    source             text NOT NULL,
+    format             text NOT NULL CHECK (format IN ('csv', 'json', 'attestor', 'issuer')),
+    records            integer NOT NULL,
+    seq                bigint NOT NULL DEFAULT nextval('custody_import_seq'),
+    imports            integer NOT NULL DEFAULT 1,
+    first_imported_at  timestamptz NOT NULL DEFAULT now(),
+    last_imported_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE custody_imports IS 'One row per custody payload (file or HTTP answer), keyed by the SHA-256 of its bytes. Importing the same payload again adds no record; it only makes the payload the latest statement (seq) for the times it covers.';
+COMMENT ON COLUMN custody_imports.payload_sha256 IS 'SHA-256 of the raw bytes, lowercase hex.';
+COMMENT ON COLUMN custody_imports.source IS 'format:path or format:URL (secrets masked) of the first import.';
+COMMENT ON COLUMN custody_imports.format IS 'csv, json, attestor (proof-of-reserve feed) or issuer (issuer API answer).';
+COMMENT ON COLUMN custody_imports.records IS 'Records in the payload.';
+COMMENT ON COLUMN custody_imports.seq IS 'Order of the latest import of this payload: of two records for one account and one as_of, the one whose payload was imported last counts.';
+COMMENT ON COLUMN custody_imports.imports IS 'How many times the payload was imported.';
+COMMENT ON COLUMN custody_imports.first_imported_at IS 'Wall-clock time of the first import.';
+COMMENT ON COLUMN custody_imports.last_imported_at IS 'Wall-clock time of the latest import.';
+
+CREATE TABLE IF NOT EXISTS custody_attestations (
+    id                 bigserial PRIMARY KEY,
+    underlying         text NOT NULL,
+    custodian          text NOT NULL,
+    account            text NOT NULL,
+    settled_shares     numeric NOT NULL CHECK (settled_shares >= 0),
+    in_transit_shares  numeric NOT NULL DEFAULT 0 CHECK (in_transit_shares >= 0),
+    custody_shares     numeric GENERATED ALWAYS AS (settled_shares + in_transit_shares) STORED,
+    as_of              timestamptz NOT NULL,
+    attestor           text NOT NULL,
+    ripcord            boolean NOT NULL DEFAULT false,
+    ripcord_details    text,
+    source             text NOT NULL,
+    payload_sha256     text NOT NULL REFERENCES custody_imports,
+    imported_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS custody_attestations_time ON custody_attestations (underlying, as_of);
+CREATE INDEX IF NOT EXISTS custody_attestations_payload ON custody_attestations (payload_sha256);
+COMMENT ON TABLE custody_attestations IS 'Custody records: shares of an underlying held by a custodian in one account as of a time. The latest record of each (custodian, account) is the position; a ripcord record voids every earlier record of its underlying (see custody_position). Append-only history: the issuer API keeps only its latest value, so this table is the memory.';
+COMMENT ON COLUMN custody_attestations.id IS 'Record id, in payload order.';
+COMMENT ON COLUMN custody_attestations.underlying IS 'Underlying stock symbol (TSLA), as in tokens.underlying.';
+COMMENT ON COLUMN custody_attestations.custodian IS 'Custodian (the issuer API''s provider). Attestor-feed records use the account name.';
+COMMENT ON COLUMN custody_attestations.account IS 'Account at the custodian. Issuer API records use the xStock symbol.';
+COMMENT ON COLUMN custody_attestations.settled_shares IS 'Settled shares held, exact decimal, in underlying shares.';
+COMMENT ON COLUMN custody_attestations.in_transit_shares IS 'Shares bought but not yet settled (T+1), exact decimal.';
+COMMENT ON COLUMN custody_attestations.custody_shares IS 'settled_shares + in_transit_shares: what counts as backing (a bought share in settlement is owed to the custodian and backs the token).';
+COMMENT ON COLUMN custody_attestations.as_of IS 'Time the record describes (not when it was imported).';
+COMMENT ON COLUMN custody_attestations.attestor IS 'Who attested the record (or "attestor feed" / "issuer API" for those formats).';
+COMMENT ON COLUMN custody_attestations.ripcord IS 'true: the attestor says the figures must not be trusted; the record counts as missing and voids earlier records of the underlying.';
+COMMENT ON COLUMN custody_attestations.ripcord_details IS 'The attestor''s ripcord explanation, when given.';
+COMMENT ON COLUMN custody_attestations.source IS 'format:path or format:URL of the payload.';
+COMMENT ON COLUMN custody_attestations.payload_sha256 IS 'SHA-256 of the payload the record came in (custody_imports).';
+COMMENT ON COLUMN custody_attestations.imported_at IS 'Wall-clock time of the import.';
+
+-- Privileged role changes (R10) in a table of their own, kept in step with token_events by a
+-- trigger (same transaction as the batch) and cleaned by the reorg rewind through the cascade.
+CREATE TABLE IF NOT EXISTS privileged_events (
+    chain_id          bigint NOT NULL,
+    token             text NOT NULL,
+    block_number      bigint NOT NULL,
+    block_time        timestamptz NOT NULL,
+    tx_hash           text NOT NULL,
+    log_index         integer NOT NULL,
+    event             text NOT NULL,
+    role              text NOT NULL,
+    new_address       text,
+    previous_address  text,
+    PRIMARY KEY (chain_id, block_number, log_index),
+    FOREIGN KEY (chain_id, block_number, log_index) REFERENCES token_events ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS privileged_events_time ON privileged_events (block_time);
+COMMENT ON TABLE privileged_events IS 'Privileged changes of followed contracts (R10): NewMinter, NewBurner, NewMultiplierUpdater, NewSanctionsList, OwnershipTransferred, Upgraded. Filled from token_events by a trigger; a factory''s own events are here too (token = the factory).';
+COMMENT ON COLUMN privileged_events.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN privileged_events.token IS 'Contract that emitted the event (a token, or a factory).';
+COMMENT ON COLUMN privileged_events.block_number IS 'Block of the event.';
+COMMENT ON COLUMN privileged_events.block_time IS 'Timestamp of that block.';
+COMMENT ON COLUMN privileged_events.tx_hash IS 'Transaction hash.';
+COMMENT ON COLUMN privileged_events.log_index IS 'Log index within the block.';
+COMMENT ON COLUMN privileged_events.event IS 'Event name.';
+COMMENT ON COLUMN privileged_events.role IS 'minter, burner, multiplier_updater, sanctions_list, owner or implementation.';
+COMMENT ON COLUMN privileged_events.new_address IS 'The address that holds the role from this event on (the new implementation for Upgraded).';
+COMMENT ON COLUMN privileged_events.previous_address IS 'The previous owner for OwnershipTransferred; NULL for the other events (look up the previous event of the same role).';
+
+CREATE OR REPLACE FUNCTION privileged_role(p_event text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE p_event
+        WHEN 'NewMinter' THEN 'minter' WHEN 'NewBurner' THEN 'burner'
+        WHEN 'NewMultiplierUpdater' THEN 'multiplier_updater' WHEN 'NewSanctionsList' THEN 'sanctions_list'
+        WHEN 'OwnershipTransferred' THEN 'owner' WHEN 'Upgraded' THEN 'implementation' END;
+COMMENT ON FUNCTION privileged_role(text) IS 'The role a privileged event changes; NULL for any other event.';
+
+CREATE OR REPLACE FUNCTION privileged_new_address(p_event text, p_args jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN p_args ->> CASE p_event
+        WHEN 'NewMinter' THEN 'minter' WHEN 'NewBurner' THEN 'burner'
+        WHEN 'NewMultiplierUpdater' THEN 'multiplierUpdater' WHEN 'NewSanctionsList' THEN 'sanctionsList'
+        WHEN 'OwnershipTransferred' THEN 'newOwner' WHEN 'Upgraded' THEN 'implementation' END;
+COMMENT ON FUNCTION privileged_new_address(text, jsonb) IS 'The address a privileged event hands its role to, from the event''s args.';
+
+CREATE OR REPLACE FUNCTION privileged_events_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO privileged_events (chain_id, token, block_number, block_time, tx_hash, log_index, event, role,
+                                   new_address, previous_address)
+    VALUES (NEW.chain_id, NEW.token, NEW.block_number, NEW.block_time, NEW.tx_hash, NEW.log_index, NEW.event,
+            privileged_role(NEW.event), privileged_new_address(NEW.event, NEW.args), NEW.args ->> 'previousOwner')
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION privileged_events_capture() IS 'Trigger on token_events: copies each privileged event into privileged_events.';
+
+CREATE OR REPLACE TRIGGER token_events_privileged AFTER INSERT ON token_events
+    FOR EACH ROW WHEN (privileged_role(NEW.event) IS NOT NULL)
+    EXECUTE FUNCTION privileged_events_capture();
+
+INSERT INTO privileged_events (chain_id, token, block_number, block_time, tx_hash, log_index, event, role,
+                               new_address, previous_address)
+SELECT chain_id, token, block_number, block_time, tx_hash, log_index, event, privileged_role(event),
+       privileged_new_address(event, args), args ->> 'previousOwner'
+  FROM token_events WHERE privileged_role(event) IS NOT NULL
+ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS backing_flags (
+    id            bigserial PRIMARY KEY,
+    underlying    text,
+    chain_id      bigint,
+    token         text,
+    rule          text NOT NULL,
+    key           text NOT NULL DEFAULT '',
+    severity      text NOT NULL CHECK (severity IN ('critical', 'high', 'warning')),
+    opened_at     timestamptz NOT NULL,
+    opened_block  bigint,
+    closed_at     timestamptz,
+    closed_block  bigint,
+    shortfall     numeric,
+    details       jsonb NOT NULL DEFAULT '{}',
+    recorded_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backing_flags_open
+    ON backing_flags (rule, coalesce(underlying, ''), coalesce(chain_id, 0), coalesce(token, ''), key)
+    WHERE closed_at IS NULL;
+COMMENT ON TABLE backing_flags IS 'Reconciliation flags. A flag opens when its rule''s condition starts, stays open (never duplicated) while it holds, and closes when it clears; every open and close is also sent as NOTIFY backing_flags with the flag as JSON. Open flags: WHERE closed_at IS NULL.';
+COMMENT ON COLUMN backing_flags.id IS 'Flag id.';
+COMMENT ON COLUMN backing_flags.underlying IS 'Underlying symbol; NULL for a privileged change of a factory.';
+COMMENT ON COLUMN backing_flags.chain_id IS 'Chain of the token concerned; NULL for a rule about the whole underlying (R3, R4, R5, R9).';
+COMMENT ON COLUMN backing_flags.token IS 'Token (or factory) address concerned; NULL for a rule about the whole underlying.';
+COMMENT ON COLUMN backing_flags.rule IS 'unbacked_supply (R3), stale_attestation (R4), ripcord (R5), unmatched_mint (R6), multiplier_without_custody (R8), multiplier_mismatch (R9), privileged_change (R10).';
+COMMENT ON COLUMN backing_flags.key IS 'What tells two flags of one rule and token apart: the multiplier change block (R8), block:log_index of the event (R10); empty otherwise.';
+COMMENT ON COLUMN backing_flags.severity IS 'critical (unbacked supply), high (ripcord, unmatched mint, multiplier rules, privileged change) or warning (stale attestation).';
+COMMENT ON COLUMN backing_flags.opened_at IS 'Reference time (latest indexed block time) of the evaluation that opened the flag.';
+COMMENT ON COLUMN backing_flags.opened_block IS 'Latest indexed block at opening: of the flag''s chain, else of the chain with the latest block.';
+COMMENT ON COLUMN backing_flags.closed_at IS 'Reference time of the evaluation that found the condition cleared; NULL while open.';
+COMMENT ON COLUMN backing_flags.closed_block IS 'Latest indexed block at closing.';
+COMMENT ON COLUMN backing_flags.shortfall IS 'Underlying shares not backed: supply - custody at the attestation (R3), or at the activation time (R8); NULL for the other rules. Kept current while open.';
+COMMENT ON COLUMN backing_flags.details IS 'The condition''s evidence (amounts as decimal strings, times, tx hashes); kept current while open.';
+COMMENT ON COLUMN backing_flags.recorded_at IS 'Wall-clock time the row was written.';
+COMMENT ON COLUMN backing_flags.updated_at IS 'Wall-clock time of the last change (details, shortfall or closing).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Custody and backing: functions
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION indexed_now() RETURNS timestamptz
+    LANGUAGE sql STABLE
+    RETURN coalesce((SELECT max(c.block_time) FROM cursors c), now());
+COMMENT ON FUNCTION indexed_now() IS 'The reference "now" of every backing rule: the timestamp of the latest indexed block over all chains (the wall clock only while nothing is indexed).';
+
+CREATE OR REPLACE FUNCTION setting_interval(p_key text) RETURNS interval
+    LANGUAGE sql STABLE
+    RETURN (SELECT s.seconds::double precision * interval '1 second' FROM indexer_settings s WHERE s.key = p_key);
+COMMENT ON FUNCTION setting_interval(text) IS 'indexer_settings.seconds of p_key as an interval.';
+
+CREATE OR REPLACE FUNCTION multiplier_at_time(p_chain_id bigint, p_token text, p_at timestamptz)
+    RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT m.multiplier FROM multiplier_changes m
+          WHERE m.chain_id = p_chain_id AND m.token = lower(p_token)
+            AND (m.block_time <= p_at OR m.source = 'initial')
+          ORDER BY m.block_number DESC LIMIT 1),
+        1000000000000000000)
+$$;
+COMMENT ON FUNCTION multiplier_at_time(bigint, text, timestamptz) IS 'Multiplier in force at time p_at (1e18 = 1.0): that of the latest indexed block at or before p_at.';
+
+CREATE OR REPLACE FUNCTION supply_at_time(p_chain_id bigint, p_token text, p_at timestamptz)
+    RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN c.block_time IS NOT NULL AND p_at >= c.block_time AND t.synced_block >= c.block_number
+            THEN apply_multiplier(t.total_shares, t.multiplier)
+        ELSE apply_multiplier(
+            coalesce((SELECT sum(l.shares) FROM transfer_log l
+                       WHERE l.chain_id = t.chain_id AND l.token = t.token
+                         AND l.from_address = '0x0000000000000000000000000000000000000000' AND l.block_time <= p_at), 0)
+          - coalesce((SELECT sum(l.shares) FROM transfer_log l
+                       WHERE l.chain_id = t.chain_id AND l.token = t.token
+                         AND l.to_address = '0x0000000000000000000000000000000000000000' AND l.block_time <= p_at), 0),
+            multiplier_at_time(t.chain_id, t.token, p_at)) END
+    FROM tokens t LEFT JOIN cursors c ON c.chain_id = t.chain_id
+    WHERE t.chain_id = p_chain_id AND t.token = lower(p_token)
+$$;
+COMMENT ON FUNCTION supply_at_time(bigint, text, timestamptz) IS 'totalSupply() at time p_at, base units: shares minted minus burned in blocks at or before p_at, times the multiplier in force then. At or after the latest indexed block: the current supply.';
+
+CREATE OR REPLACE FUNCTION underlying_supply_at(p_underlying text, p_at timestamptz)
+    RETURNS numeric LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(to_units(supply_at_time(t.chain_id, t.token, p_at), t.decimals)), 0)
+      FROM tokens t WHERE t.underlying = p_underlying
+$$;
+COMMENT ON FUNCTION underlying_supply_at(text, timestamptz) IS 'Supply of an underlying at time p_at in underlying shares (token units, multiplier applied), summed over every chain and token mapped to it (R1, R2).';
+
+CREATE OR REPLACE FUNCTION custody_position(p_underlying text, p_at timestamptz)
+    RETURNS TABLE (custody_shares numeric, settled_shares numeric, in_transit_shares numeric,
+                   custody_as_of timestamptz, accounts integer, ripcord_as_of timestamptz)
+    LANGUAGE sql STABLE AS $$
+    WITH recs AS (
+        SELECT a.*, i.seq FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
+         WHERE a.underlying = p_underlying AND a.as_of <= p_at
+    ), cord AS (
+        SELECT r.as_of, r.seq, r.id FROM recs r WHERE r.ripcord ORDER BY r.as_of DESC, r.seq DESC, r.id DESC LIMIT 1
+    ), latest AS (
+        SELECT DISTINCT ON (r.custodian, r.account) r.*
+          FROM recs r
+         WHERE NOT r.ripcord
+           AND NOT EXISTS (SELECT 1 FROM cord c WHERE (r.as_of, r.seq, r.id) < (c.as_of, c.seq, c.id))
+         ORDER BY r.custodian, r.account, r.as_of DESC, r.seq DESC, r.id DESC
+    )
+    SELECT sum(l.custody_shares), sum(l.settled_shares), sum(l.in_transit_shares), max(l.as_of),
+           count(*)::integer, (SELECT c.as_of FROM cord c)
+      FROM latest l
+$$;
+COMMENT ON FUNCTION custody_position(text, timestamptz) IS 'Custody of an underlying as known at p_at: for each (custodian, account) its latest record with as_of <= p_at (same as_of: the payload imported last), summed (custody = settled + in transit). A ripcord record counts as missing and voids every earlier record of the underlying (R5): custody is then only what was attested after it. custody_as_of is the newest as_of used; all NULL (accounts 0) when no valid record remains.';
+
+CREATE OR REPLACE FUNCTION custody_covers(p_underlying text, p_at timestamptz) RETURNS boolean
+    LANGUAGE sql STABLE AS $$
+    SELECT p.custody_as_of IS NOT NULL
+           AND p.custody_shares >= underlying_supply_at(p_underlying, p_at) * (1 - 1e-9)
+      FROM custody_position(p_underlying, p_at) p
+$$;
+COMMENT ON FUNCTION custody_covers(text, timestamptz) IS 'Whether custody as known at p_at holds the whole supply at p_at (within the 1e-9 rounding epsilon).';
+
+CREATE OR REPLACE FUNCTION last_covered_at(p_underlying text) RETURNS timestamptz
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t timestamptz;
+BEGIN
+    FOR t IN SELECT DISTINCT a.as_of FROM custody_attestations a
+              WHERE a.underlying = p_underlying AND NOT a.ripcord ORDER BY a.as_of DESC LOOP
+        IF custody_covers(p_underlying, t) THEN
+            RETURN t;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION last_covered_at(text) IS 'The latest attestation time at which custody held the whole supply of that moment; NULL if never. A mint or a multiplier increase before it is covered (R6, R8).';
+
+CREATE OR REPLACE FUNCTION backing_eval(p_underlying text, p_records_until timestamptz, p_now timestamptz)
+    RETURNS TABLE (onchain_supply numeric, custody_shares numeric, custody_as_of timestamptz, ratio numeric,
+                   shortfall numeric, status text, settled_shares numeric, in_transit_shares numeric,
+                   accounts integer, current_supply numeric)
+    LANGUAGE sql STABLE AS $$
+    WITH p AS (
+        SELECT * FROM custody_position(p_underlying, p_records_until)
+    ), s AS (
+        SELECT underlying_supply_at(p_underlying, coalesce(p.custody_as_of, p_now)) AS at_as_of,
+               underlying_supply_at(p_underlying, p_now) AS now_supply
+          FROM p
+    )
+    SELECT s.at_as_of, p.custody_shares, p.custody_as_of,
+           CASE WHEN s.at_as_of > 0 THEN trim_scale(p.custody_shares / s.at_as_of) END,
+           CASE WHEN p.custody_as_of IS NOT NULL THEN greatest(0, s.at_as_of - p.custody_shares) END,
+           CASE WHEN p.custody_as_of IS NULL THEN 'no_attestation'
+                WHEN p.custody_as_of < p_now - setting_interval('stale_after') THEN 'stale'
+                WHEN p.custody_shares < s.at_as_of * (1 - 1e-9) THEN 'unbacked'
+                ELSE 'backed' END,
+           p.settled_shares, p.in_transit_shares, p.accounts, s.now_supply
+      FROM p, s
+$$;
+COMMENT ON FUNCTION backing_eval(text, timestamptz, timestamptz) IS 'The backing of one underlying from the records with as_of <= p_records_until, judged at p_now; the body of the backing view and of backing_at.';
+
+CREATE OR REPLACE FUNCTION backing_at(p_underlying text, p_at timestamptz)
+    RETURNS TABLE (underlying text, onchain_supply numeric, custody_shares numeric, custody_as_of timestamptz,
+                   ratio numeric, shortfall numeric, status text)
+    LANGUAGE sql STABLE AS $$
+    SELECT p_underlying, b.onchain_supply, b.custody_shares, b.custody_as_of, b.ratio, b.shortfall, b.status
+      FROM backing_eval(p_underlying, p_at, p_at) b
+$$;
+COMMENT ON FUNCTION backing_at(text, timestamptz) IS 'Time travel: was p_underlying backed at p_at? The attestations known then (as_of <= p_at), the supply from the ledger history at their as_of time, and staleness judged at p_at. Same columns and meanings as the backing view.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Custody and backing: views
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW backing AS
+SELECT u.underlying, b.onchain_supply, b.custody_shares, b.custody_as_of, b.ratio, b.shortfall, b.status,
+       b.settled_shares, b.in_transit_shares, b.accounts, b.current_supply, n.now AS evaluated_at
+  FROM (SELECT t.underlying FROM tokens t UNION SELECT a.underlying FROM custody_attestations a) u
+ CROSS JOIN (SELECT indexed_now() AS now) n
+ CROSS JOIN LATERAL backing_eval(u.underlying, 'infinity', n.now) b;
+COMMENT ON VIEW backing IS 'One row per underlying: is its on-chain supply backed by custody? Judged at the latest indexed block time with every stored record (one dated after the latest block counts, against the current supply). Status order: no_attestation, stale, unbacked, backed.';
+COMMENT ON COLUMN backing.underlying IS 'Underlying stock symbol (TSLA).';
+COMMENT ON COLUMN backing.onchain_supply IS 'Supply in underlying shares (multiplier applied) over every chain and token of the underlying, at custody_as_of (R1); the current supply when there is no attestation.';
+COMMENT ON COLUMN backing.custody_shares IS 'Settled plus in-transit shares of the latest valid record of each custody account; NULL without one.';
+COMMENT ON COLUMN backing.custody_as_of IS 'Newest as_of among those records.';
+COMMENT ON COLUMN backing.ratio IS 'custody_shares / onchain_supply; NULL when the supply is 0 or there is no custody.';
+COMMENT ON COLUMN backing.shortfall IS 'max(0, onchain_supply - custody_shares) in underlying shares (R3); NULL without custody.';
+COMMENT ON COLUMN backing.status IS 'no_attestation (no valid record: none, or voided by a ripcord), stale (custody_as_of older than stale_after before the latest block: unverified, never backed), unbacked (custody/supply < 1 - 1e-9), backed.';
+COMMENT ON COLUMN backing.settled_shares IS 'The settled part of custody_shares.';
+COMMENT ON COLUMN backing.in_transit_shares IS 'The in-transit part of custody_shares.';
+COMMENT ON COLUMN backing.accounts IS 'Custody accounts counted.';
+COMMENT ON COLUMN backing.current_supply IS 'Supply in underlying shares at the latest indexed block (compare onchain_supply, which is at custody_as_of).';
+COMMENT ON COLUMN backing.evaluated_at IS 'The reference now: timestamp of the latest indexed block.';
+
+CREATE OR REPLACE VIEW backing_conditions AS
+WITH n AS (
+    SELECT indexed_now() AS now, setting_interval('settlement_window') AS settle,
+           setting_interval('privileged_review') AS review
+), tracked AS (
+    SELECT u.underlying, last_covered_at(u.underlying) AS covered
+      FROM (SELECT DISTINCT a.underlying FROM custody_attestations a) u
+), newest AS (
+    SELECT DISTINCT ON (a.underlying) a.*
+      FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
+     ORDER BY a.underlying, a.as_of DESC, i.seq DESC, a.id DESC
+), b AS (
+    SELECT k.* FROM backing k JOIN tracked USING (underlying)
+), increases AS (
+    SELECT x.*, p.custody_shares, underlying_supply_at(x.underlying, x.block_time) AS supply
+      FROM (SELECT m.chain_id, m.token, m.block_number, m.block_time, m.multiplier, m.source, t.underlying, tr.covered,
+                   lag(m.multiplier) OVER (PARTITION BY m.chain_id, m.token ORDER BY m.block_number) AS previous
+              FROM multiplier_changes m JOIN tokens t USING (chain_id, token) JOIN tracked tr USING (underlying)) x
+     CROSS JOIN LATERAL custody_position(x.underlying, x.block_time) p
+     WHERE x.source <> 'initial' AND x.multiplier > coalesce(x.previous, 1000000000000000000)
+       AND (x.covered IS NULL OR x.covered < x.block_time)
+), same_time AS (
+    SELECT t.underlying, min(c.block_time) AS at
+      FROM tokens t JOIN cursors c USING (chain_id)
+     WHERE t.kind = 'xstock' GROUP BY t.underlying HAVING count(*) > 1
+), in_force AS (
+    SELECT t.underlying, t.chain_id, t.token, s.at, multiplier_at_time(t.chain_id, t.token, s.at) AS multiplier
+      FROM tokens t JOIN same_time s USING (underlying) WHERE t.kind = 'xstock'
+)
+SELECT 'unbacked_supply' AS rule, 'critical' AS severity, b.underlying, NULL::bigint AS chain_id, NULL::text AS token,
+       '' AS key, b.shortfall,
+       jsonb_build_object('onchain_supply', b.onchain_supply::text, 'custody_shares', b.custody_shares::text,
+                          'custody_as_of', b.custody_as_of, 'ratio', b.ratio::text) AS details
+  FROM b WHERE b.custody_as_of IS NOT NULL AND b.custody_shares < b.onchain_supply * (1 - 1e-9)
+UNION ALL
+SELECT 'stale_attestation', 'warning', b.underlying, NULL, NULL, '', NULL,
+       jsonb_build_object('custody_as_of', b.custody_as_of, 'evaluated_at', b.evaluated_at,
+                          'age_seconds', extract(epoch FROM b.evaluated_at - b.custody_as_of)::bigint,
+                          'stale_after_seconds', extract(epoch FROM setting_interval('stale_after'))::bigint)
+  FROM b WHERE b.status = 'stale'
+UNION ALL
+SELECT 'ripcord', 'high', r.underlying, NULL, NULL, '', NULL,
+       jsonb_build_object('as_of', r.as_of, 'custodian', r.custodian, 'account', r.account, 'attestor', r.attestor,
+                          'ripcord_details', r.ripcord_details, 'source', r.source)
+  FROM newest r WHERE r.ripcord
+UNION ALL
+SELECT 'unmatched_mint', 'high', t.underlying, l.chain_id, l.token, '', NULL,
+       jsonb_build_object('mints', count(*), 'amount', sum(to_units(l.amount_raw, t.decimals))::text,
+                          'first_block', min(l.block_number), 'first_time', min(l.block_time),
+                          'first_tx', (array_agg(l.tx_hash ORDER BY l.block_number, l.log_index))[1],
+                          'last_block', max(l.block_number), 'covered_until', tr.covered,
+                          'settlement_window_seconds', extract(epoch FROM n.settle)::bigint)
+  FROM tracked tr CROSS JOIN n
+  JOIN tokens t ON t.underlying = tr.underlying
+  JOIN transfer_log l ON l.chain_id = t.chain_id AND l.token = t.token
+                     AND l.from_address = '0x0000000000000000000000000000000000000000'
+ WHERE l.block_time <= n.now - n.settle AND (tr.covered IS NULL OR l.block_time > tr.covered)
+ GROUP BY t.underlying, l.chain_id, l.token, tr.covered, n.settle
+UNION ALL
+SELECT 'multiplier_without_custody', 'high', i.underlying, i.chain_id, i.token, i.block_number::text,
+       greatest(0, i.supply - coalesce(i.custody_shares, 0)),
+       jsonb_build_object('block_number', i.block_number, 'activated_at', i.block_time,
+                          'previous_multiplier', coalesce(i.previous, 1000000000000000000)::text,
+                          'multiplier', i.multiplier::text, 'source', i.source, 'supply', i.supply::text,
+                          'custody_shares', i.custody_shares::text, 'covered_until', i.covered)
+  FROM increases i
+ WHERE NOT (i.custody_shares IS NOT NULL AND i.custody_shares >= i.supply * (1 - 1e-9))
+UNION ALL
+SELECT 'multiplier_mismatch', 'high', f.underlying, NULL, NULL, '', NULL,
+       jsonb_build_object('at', f.at, 'multipliers', jsonb_agg(jsonb_build_object(
+           'chain_id', f.chain_id, 'token', f.token, 'multiplier', f.multiplier::text) ORDER BY f.chain_id, f.token))
+  FROM in_force f GROUP BY f.underlying, f.at HAVING count(DISTINCT f.multiplier) > 1
+UNION ALL
+SELECT 'privileged_change', 'high', t.underlying, p.chain_id, p.token, p.block_number || ':' || p.log_index, NULL,
+       jsonb_build_object('event', p.event, 'role', p.role, 'new_address', p.new_address,
+                          'previous_address', p.previous_address, 'block_number', p.block_number,
+                          'block_time', p.block_time, 'tx_hash', p.tx_hash, 'symbol', t.symbol)
+  FROM privileged_events p CROSS JOIN n LEFT JOIN tokens t USING (chain_id, token)
+ WHERE p.block_time > n.now - n.review;
+COMMENT ON VIEW backing_conditions IS 'The flags that should be open now, one row per condition (what `indexer reconcile` makes backing_flags match). Rules needing custody (R3..R8) apply to underlyings with at least one custody record; R9 and R10 to every token.';
+COMMENT ON COLUMN backing_conditions.rule IS 'unbacked_supply: custody below supply at the attestation time (R3). stale_attestation: newest valid record older than stale_after (R4). ripcord: the newest record of the underlying is a ripcord (R5). unmatched_mint: mints older than settlement_window with no attestation at or after them that covers the supply (R6). multiplier_without_custody: a multiplier increase whose new supply custody did not hold at the activation time, and no later attestation covers (R8). multiplier_mismatch: xStocks of one underlying with different multipliers at the latest time every chain has indexed (R9). privileged_change: a privileged event within privileged_review of now (R10).';
+COMMENT ON COLUMN backing_conditions.severity IS 'critical, high or warning (see backing_flags.severity).';
+COMMENT ON COLUMN backing_conditions.underlying IS 'Underlying symbol (NULL for a factory''s privileged change).';
+COMMENT ON COLUMN backing_conditions.chain_id IS 'Chain of the token concerned, NULL for a rule about the whole underlying.';
+COMMENT ON COLUMN backing_conditions.token IS 'Token concerned, NULL for a rule about the whole underlying.';
+COMMENT ON COLUMN backing_conditions.key IS 'Identifies the condition within its rule and token (see backing_flags.key).';
+COMMENT ON COLUMN backing_conditions.shortfall IS 'Unbacked underlying shares where the rule measures them (R3, R8).';
+COMMENT ON COLUMN backing_conditions.details IS 'Evidence, as stored in backing_flags.details.';

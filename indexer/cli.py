@@ -34,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="compare the database with the chain at the indexed block")
     p.add_argument("--chain", metavar="NAME")
     p.add_argument("--block", type=_block, metavar="B")
+    p = sub.add_parser("custody", help="load custody records: import a file, or pull the issuer API")
+    custody = p.add_subparsers(dest="custody_command", metavar="ACTION")
+    custody.required = True
+    p = custody.add_parser("import", help="import a custody file (csv, json, attestor, issuer), all or nothing")
+    p.add_argument("path", metavar="PATH", help="the file, or - for stdin")
+    p.add_argument("--format", choices=["csv", "json", "attestor", "issuer"],
+                   help="default: guessed from the content")
+    p.add_argument("--underlying", metavar="SYMBOL",
+                   help="underlying of attestor accounts missing from [custody.accounts], or of an issuer answer")
+    p = custody.add_parser("pull", help="fetch the issuer API answer at URL and import it")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--underlying", metavar="SYMBOL", help="underlying of the answer (default: from its symbol)")
+    sub.add_parser("reconcile", help="evaluate backing now, open/close flags, print backing and open flags")
     sub.add_parser("status", help="indexed block, head and lag per chain; supply and holders per token")
     p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
@@ -98,6 +111,20 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .daemon import run
 
         return await run(settings)
+    if args.command == "custody":
+        from .custody_import import import_file, pull
+
+        if args.custody_command == "import":
+            report = await import_file(settings, args.path, args.format, args.underlying)
+        else:
+            report = await pull(settings, args.url, args.underlying)
+        print(report.render())
+        return 0
+    if args.command == "reconcile":
+        from .reconcile import reconcile
+
+        print(await reconcile(settings))
+        return 0
     if args.command == "status":
         from .status import status
 

@@ -11,6 +11,7 @@ everything else is a bug or a constraint the caller broke and propagates as is.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ import tenacity
 from . import logs
 from .errors import DatabaseUnavailable, Fatal, LockHeld, ServiceUnreachable, mask_url
 from .ledger import LedgerBatch
-from .models import Cursor, Header, MultiplierChange, TokenEvent, TokenInfo, TokenKind, Transfer
+from .models import ZERO_ADDRESS, Cursor, Header, MultiplierChange, TokenEvent, TokenInfo, TokenKind, Transfer
 
 log = logs.get("store")
 T = TypeVar("T")
@@ -55,6 +56,23 @@ def schema_sql() -> str:
 
 def ts(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def copy_text(chain_id: int, transfers: Sequence[Transfer]) -> bytes:
+    """Transfers in COPY text format. Text, not binary: asyncpg's binary numeric encoding of
+    Python ints costs more than PostgreSQL's parsing of decimal digits (measured: 2.6 s vs 1.4 s
+    for 200k rows). Every value is hex, digits or a timestamp: nothing needs escaping."""
+    times: dict[int, str] = {}
+    zero = ZERO_ADDRESS
+    lines = []
+    for t in transfers:
+        when = times.get(t.block_time)
+        if when is None:
+            when = times[t.block_time] = ts(t.block_time).isoformat()
+        kind = "mint" if t.from_address == zero else "burn" if t.to_address == zero else "transfer"
+        lines.append(f"{chain_id}\t{t.token}\t{t.block_number}\t{when}\t{t.tx_hash}\t{t.log_index}\t"
+                     f"{t.from_address}\t{t.to_address}\t{t.amount_raw}\t{t.shares}\t{kind}\n")
+    return "".join(lines).encode()
 
 
 @dataclass(frozen=True)
@@ -267,6 +285,14 @@ class Store:
                 return await _rewind(conn, chain_id, ancestor, token_list)
         return await self._retry("rewind", run)
 
+    async def transact(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` inside one transaction; on a lost connection the whole transaction is
+        retried (``fn`` must therefore only touch the database)."""
+        async def run() -> T:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await fn(conn)
+        return await self._retry(what, run)
+
 
 def _app_name(role: str) -> str:
     return f"xstock-indexer {role} pid={os.getpid()} host={socket.gethostname()}"[:63]
@@ -318,10 +344,8 @@ async def _write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
     if b.new_tokens:
         await _insert_tokens(conn, b.new_tokens)
     if b.transfers:
-        await conn.copy_records_to_table("transfer_log", columns=TRANSFER_COLUMNS, records=[
-            (chain_id, t.token, t.block_number, ts(t.block_time), t.tx_hash, t.log_index,
-             t.from_address, t.to_address, t.amount_raw, t.shares, t.kind.value)
-            for t in b.transfers])
+        await conn.copy_to_table("transfer_log", source=io.BytesIO(copy_text(chain_id, b.transfers)),
+                                 columns=TRANSFER_COLUMNS, format="text")
     if b.events:
         await conn.executemany(
             """INSERT INTO token_events (chain_id, token, block_number, block_time, tx_hash, log_index, event, args)
