@@ -7,6 +7,8 @@ restarts from the cursor and a rerun over an indexed range does nothing. Chains 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import logs
@@ -15,6 +17,7 @@ from .errors import InputError
 from .progress import Progress
 from .session import writer
 from .store import Store
+from .sync import ChainSync, Fetched, StepResult
 
 log = logs.get("backfill")
 
@@ -34,6 +37,52 @@ async def backfill(
         await store.close()
 
 
+async def catch_up(sync: ChainSync, target: int, on_step: Callable[[StepResult], None],
+                   stop: Callable[[], bool] = lambda: False, ahead: int = 2) -> int:
+    """Index up to ``target``; returns the number of steps taken (0: nothing to do).
+
+    Below the reorg-reachable tail (``head - max_reorg_depth``) the next ``ahead`` ranges are
+    fetched while the current one is decoded and committed, so the node and PostgreSQL work at
+    the same time as we do. Near the head, after a reorg, or while late tokens catch up, it
+    falls back to plain steps, which check every parent hash as they go."""
+    steps = 0
+    while not stop():
+        cursor = sync.cursor = await sync.store.cursor(sync.chain_id)
+        base = cursor.block_number if cursor else sync.first_block - 1
+        safe_end = min(target, sync.head - sync.cfg.max_reorg_depth)
+        if safe_end - base < 2 or sync.has_late_tokens(base):
+            result = await sync.step(target)
+            if result is None:
+                return steps
+            steps += 1
+            on_step(result)
+            continue
+        steps += await _pipeline(sync, base + 1, safe_end, on_step, stop, ahead)
+    return steps
+
+
+async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[StepResult], None],
+                    stop: Callable[[], bool], ahead: int) -> int:
+    queue: deque[asyncio.Task[Fetched]] = deque()
+    steps, next_start = 0, start
+    try:
+        while (queue or next_start <= end) and not stop():
+            while len(queue) < ahead and next_start <= end:
+                s, e = sync.plan(next_start, end)
+                queue.append(asyncio.create_task(sync.fetch(s, e)))
+                next_start = e + 1
+            result = await sync.apply(await queue.popleft())
+            steps += 1
+            on_step(result)
+            if result.reorg_depth:
+                break
+    finally:
+        for task in queue:
+            task.cancel()
+        await asyncio.gather(*queue, return_exceptions=True)
+    return steps
+
+
 async def _backfill_chain(
     settings: Settings, cfg: ChainConfig, store: Store, from_block: int | None, to_block: int | None,
 ) -> dict[str, Any]:
@@ -51,10 +100,10 @@ async def _backfill_chain(
         log.info("backfill_start", **structlog_ctx, chain_id=sync.chain_id, from_block=first, to_block=target,
                  tokens=len(sync.tokens))
         with Progress(cfg.name, first, target) as progress:
-            while (result := await sync.step(target)) is not None:
-                if result.reorg_depth:
-                    continue
-                progress.update(result.to_block, result.logs, result.transfers)
+            def show(result: StepResult) -> None:
+                if not result.reorg_depth:
+                    progress.update(result.to_block, result.logs, result.transfers)
+            await catch_up(sync, target, show)
         summary = progress.summary()
         summary["chain_id"] = sync.chain_id
         log.info("backfill_done", **structlog_ctx, **{k: v for k, v in summary.items() if k != "chain"})

@@ -247,14 +247,14 @@ def parse_header(raw: Any, number: int) -> Header:
 def parse_log(raw: dict[str, Any]) -> RawLog:
     ts = raw.get("blockTimestamp")
     return RawLog(
-        address=raw["address"].lower(),
-        topics=tuple(t.lower() for t in raw["topics"]),
-        data=raw["data"],
-        block_number=int(raw["blockNumber"], 16),
-        block_hash=raw["blockHash"].lower(),
-        block_time=int(ts, 16) if ts else None,
-        tx_hash=raw["transactionHash"].lower(),
-        log_index=int(raw["logIndex"], 16),
+        raw["address"].lower(),
+        tuple([t.lower() for t in raw["topics"]]),
+        raw["data"],
+        int(raw["blockNumber"], 16),
+        raw["blockHash"].lower(),
+        int(ts, 16) if ts else None,
+        raw["transactionHash"].lower(),
+        int(raw["logIndex"], 16),
     )
 
 
@@ -313,7 +313,7 @@ class Chain:
         if not isinstance(raws, list):
             raise RpcUnavailable("eth_getLogs answer is not a list")
         try:
-            return [parse_log(r) for r in raws if not r.get("removed")]
+            return [parse_log(r) for r in raws if not r.get("removed", False)]
         except (KeyError, TypeError, ValueError, AttributeError):
             raise RpcUnavailable("eth_getLogs answer has a malformed log") from None
 

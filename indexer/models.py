@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 ONE = 10**18
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -34,9 +35,9 @@ class Header:
     timestamp: int
 
 
-@dataclass(frozen=True, slots=True)
-class RawLog:
-    """One eth_getLogs entry, already parsed from hex."""
+class RawLog(NamedTuple):
+    """One eth_getLogs entry, already parsed from hex. A NamedTuple: built once per log on the
+    hot path, so it must be cheap."""
 
     address: str
     topics: tuple[str, ...]
@@ -48,8 +49,7 @@ class RawLog:
     log_index: int
 
 
-@dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(NamedTuple):
     """A token move: Transfer value in token units, TransferShares value in share units."""
 
     token: str

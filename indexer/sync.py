@@ -36,6 +36,17 @@ log = logs.get("sync")
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """A prefetched range: headers (ends and the reorg-reachable tail) and raw logs."""
+
+    start: int
+    end: int
+    headers: dict[int, Header]
+    raws: list[RawLog]
+    addresses: frozenset[str]
+
+
+@dataclass(frozen=True)
 class StepResult:
     from_block: int
     to_block: int
@@ -64,6 +75,7 @@ class ChainSync:
         self.range_size = cfg.batch_blocks
         self.head = 0
         self.last_block_time = 0  # timestamp of the last committed block
+        self.cursor: Cursor | None = None
 
     @property
     def first_block(self) -> int:
@@ -74,6 +86,7 @@ class ChainSync:
         """Register configured tokens not yet in the database (reading symbol, decimals and kind
         from the contract) and load every known token."""
         await self.store.ensure_chain(self.chain_id, self.cfg.name)
+        self.cursor = await self.store.cursor(self.chain_id)
         self.tokens = await self.store.tokens(self.chain_id)
         fresh = []
         for i, tc in enumerate(self._token_configs):
@@ -124,7 +137,7 @@ class ChainSync:
     async def step(self, target: int) -> StepResult | None:
         """Index the next range up to ``target``; None when there is nothing to do."""
         started = time.perf_counter()
-        cursor = await self.store.cursor(self.chain_id)
+        cursor = self.cursor = await self.store.cursor(self.chain_id)
         base = cursor.block_number if cursor else self.first_block - 1
         start = base + 1
         if start > target:
@@ -137,14 +150,47 @@ class ChainSync:
         if late:
             return await self._catch_up(late, base, started)
         end = min(target, start + self.range_size - 1)
+        return await self.apply(await self.fetch(start, end), started)
+
+    def plan(self, start: int, target: int) -> tuple[int, int]:
+        """The next range from ``start``, sized by what the node has accepted so far."""
+        return start, min(target, start + self.range_size - 1)
+
+    def _active(self, base: int, end: int) -> tuple[dict[str, TokenState], list[str]]:
+        active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}
+        return active, [f for f, s in self.factories.items() if s <= end]
+
+    async def fetch(self, start: int, end: int) -> Fetched:
+        """The I/O-heavy half of a step, safe to run ahead of the cursor (prefetch): headers and
+        the logs of every token and factory active by then."""
+        active, factories = self._active(start - 1, end)
         headers = await self._headers(start, end)
-        if cursor is not None and headers[start].parent_hash != cursor.block_hash:
+        addresses = [*active, *factories]
+        raws = await self._logs(addresses, start, end, headers)
+        return Fetched(start, end, headers, raws, frozenset(addresses))
+
+    async def apply(self, fetched: Fetched, started: float | None = None) -> StepResult:
+        """The in-order half: check the range still continues the cursor (else rewind), decode,
+        fold and commit. Logs of tokens that became active after the prefetch are fetched now."""
+        started = time.perf_counter() if started is None else started
+        cursor, start, end = self.cursor, fetched.start, fetched.end
+        base = cursor.block_number if cursor else self.first_block - 1
+        if base != start - 1:
+            raise ChainMoved(f"prefetched range {start}-{end} does not follow the cursor at {base}")
+        if cursor is not None and fetched.headers[start].parent_hash != cursor.block_hash:
             depth, removed = await self._rewind_to_ancestor(cursor)
             return StepResult(start, end, reorg_depth=depth, removed=removed)
-        active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}
-        factories = [f for f, s in self.factories.items() if s <= end]
-        result = await self._index_range(active, factories, base, start, end, headers, cursor)
+        active, factories = self._active(base, end)
+        missing = [a for a in [*active, *factories] if a not in fetched.addresses]
+        raws = fetched.raws
+        if missing:
+            raws = sorted([*raws, *await self._logs(missing, start, end, fetched.headers)],
+                          key=lambda r: (r.block_number, r.log_index))
+        result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor, raws=raws)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
+
+    def has_late_tokens(self, base: int) -> bool:
+        return bool(self._late(base))
 
     def _late(self, base: int) -> dict[str, TokenState]:
         """Tokens added to the config after the cursor passed their start block, all at the
@@ -177,10 +223,12 @@ class ChainSync:
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
+        raws: list[RawLog] | None = None,
     ) -> tuple[int, int, int, int]:
-        """Fetch, decode, fold and commit [start, end] for ``active`` tokens. Without
-        ``move_cursor`` this is a late token's catch-up: the chain cursor stays where it is."""
-        raws = await self._logs(list(active) + factories, start, end, headers)
+        """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
+        given). Without ``move_cursor`` this is a late token's catch-up: the cursor stays."""
+        if raws is None:
+            raws = await self._logs(list(active) + factories, start, end, headers)
         raws = [r for r in raws if r.address not in active or r.block_number >= active[r.address].info.start_block]
         kinds = {a: t.info.kind for a, t in active.items()}
         decoded = decode.decode(raws, kinds, factories)
@@ -210,16 +258,16 @@ class ChainSync:
         await self.store.commit_batch(batch)
         if move_cursor:
             self.last_block_time = end_header.timestamp
+            self.cursor = batch.cursor
         for address, state in active.items():
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
-        self._adapt(end - start + 1, len(raws))
         return len(raws) + extra_logs, len(transfers), len(events), len(new_states)
 
     async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[RawLog]:
         splits = self.chain.splits
         topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
         raws = await self.chain.get_logs(addresses, topics, start, end)
-        self._split = self.chain.splits > splits
+        self._adapt(end - start + 1, len(raws), self.chain.splits > splits)
         for r in raws:
             h = headers.get(r.block_number)
             if h is not None and h.hash != r.block_hash:
@@ -232,8 +280,10 @@ class ChainSync:
             raws = [r if r.block_time is not None else _with_time(r, headers[r.block_number].timestamp) for r in raws]
         return raws
 
-    def _adapt(self, blocks: int, n_logs: int) -> None:
-        if getattr(self, "_split", False):
+    def _adapt(self, blocks: int, n_logs: int, split: bool) -> None:
+        """Size the next range: halve after a split or an oversized answer, double while
+        answers stay under half of max_batch_logs (memory stays bounded on dense chains)."""
+        if split:
             self.range_size = max(1, blocks // 2)
         elif n_logs > self.cfg.max_batch_logs:
             self.range_size = max(1, self.range_size // 2)
@@ -326,6 +376,7 @@ class ChainSync:
                 f"no stored block from {lowest} to {cursor.block_number} is on the node's chain; nothing changed")
         depth = cursor.block_number - ancestor.block_number
         removed = await self.store.rewind(self.chain_id, ancestor, self.tokens)
+        self.cursor = ancestor
         self.tokens = await self.store.tokens(self.chain_id)
         log.warning("reorg", chain=self.cfg.name, depth=depth, ancestor=ancestor.block_number,
                     old_tip=cursor.block_number, transfers_removed=removed)
