@@ -352,7 +352,7 @@ def _split_point(message: str, from_block: int, to_block: int) -> int:
 
 async def connect(urls: Sequence[str], name: str, expected_id: int | None = None,
                   attempts: int | None = 8, on_error: Callable[[str], None] | None = None,
-                  timeout: float = 30.0) -> tuple[Chain, int]:
+                  rpc_timeout: float = 30.0) -> tuple[Chain, int]:
     """Open a Chain and read its id. An endpoint that does not answer within a short start-up
     budget raises ServiceUnreachable (exit 2); an id other than ``expected_id`` ConfigError."""
     from .errors import ConfigError, ServiceUnreachable
@@ -366,7 +366,7 @@ async def connect(urls: Sequence[str], name: str, expected_id: int | None = None
         await probe.close()
     if expected_id is not None and chain_id != expected_id:
         raise ConfigError(f"chain {name}: node reports chain id {chain_id}, config says chain_id = {expected_id}")
-    return Chain(Rpc(urls, attempts=attempts, on_error=on_error, timeout=timeout)), chain_id
+    return Chain(Rpc(urls, attempts=attempts, on_error=on_error, timeout=rpc_timeout)), chain_id
 
 
 async def watch_heads(ws_url: str, wake: asyncio.Event) -> None:

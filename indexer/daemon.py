@@ -17,7 +17,8 @@ import time
 
 import structlog
 
-from . import logs, metrics
+from . import logs, metrics, reconcile
+from .backfill import catch_up
 from .chain import watch_heads
 from .config import ChainConfig, Settings
 from .errors import IndexerError
@@ -37,13 +38,14 @@ class Daemon:
         self.health = metrics.Health(settings.daemon.max_lag_seconds)
         self.busy: set[str] = set()  # chains with a batch in flight
         self.idle = asyncio.Event()  # set whenever no batch is in flight
+        self.store: Store | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        store = await Store.open(self.settings.database_url, role="run", attempts=None,
-                                 on_retry=metrics.DB_RETRIES.inc)
+        store = self.store = await Store.open(self.settings.database_url, role="run", attempts=None,
+                                              on_retry=metrics.DB_RETRIES.inc)
         runner = None
         try:
             await store.migrate()
@@ -105,30 +107,43 @@ class Daemon:
     async def _loop(self, cfg: ChainConfig, sync: ChainSync, state: metrics.ChainHealth,
                     wake: asyncio.Event, interval: float) -> None:
         progress: Progress | None = None
+
+        def on_step(result: StepResult) -> None:
+            nonlocal progress
+            self._record(cfg.name, sync, state, result)
+            state.last_progress = time.time()
+            if progress is None and sync.head - result.to_block > 1000:
+                progress = Progress(cfg.name, result.from_block, sync.head)
+            if progress is not None and not result.reorg_depth:
+                progress.update(result.to_block, result.logs, result.transfers)
+
         while not self.stop.is_set():
             wake.clear()
             self.busy.add(cfg.name)
             self.idle.clear()
             try:
                 target = await sync.target()
-                result = await sync.step(target)
+                steps = await catch_up(sync, target, on_step, stop=self.stop.is_set)
+                if steps:
+                    await self._reconcile()
             finally:
                 self.busy.discard(cfg.name)
                 if not self.busy:
                     self.idle.set()
             state.head, state.rpc_error = sync.head, sync.chain.rpc.last_error
             state.last_progress = time.time()
-            if result is not None:
-                self._record(cfg.name, sync, state, result)
-                if progress is None and target - result.to_block > 1000:
-                    progress = Progress(cfg.name, result.from_block, target)
-                if progress is not None:
-                    progress.update(result.to_block, result.logs, result.transfers)
+            if steps:
                 continue
             if not state.caught_up:
                 state.caught_up = True
+                progress = None
                 log.info("caught_up", block=state.indexed_block, head=sync.head)
             await _wait_any(wake, self.stop, interval)
+
+    async def _reconcile(self) -> None:
+        """Backing rules after new data: opens and closes flags (NOTIFY backing_flags)."""
+        assert self.store is not None
+        await reconcile.evaluate(self.store, self.settings)
 
     def _record(self, name: str, sync: ChainSync, state: metrics.ChainHealth, r: StepResult) -> None:
         if r.reorg_depth:

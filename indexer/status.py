@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from . import reconcile
 from .chain import connect
 from .config import Settings
 from .errors import IndexerError
@@ -37,6 +38,7 @@ async def status(settings: Settings) -> str:
             mult = f"{int(t['multiplier']) / 10**18:.6f}"
             lines.append(f"{t['symbol']:<10} {t['chain_id']:>7} {t['kind']:>8} {t['total_supply']!s:>16} "
                          f"{t['holder_count']:>8} {mult:>11} {t['indexed_block']:>6}")
+        lines += ["", await reconcile.backing_report(store)]
         return "\n".join(lines)
     finally:
         await store.close()
