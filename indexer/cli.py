@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--svg", metavar="PATH", help="also save what the demo shows as an SVG (for a screenshot)")
     return parser
 
 
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .devnet.demo import demo
 
-            return asyncio.run(demo(args.config, duration=args.duration, seed=args.seed))
+            return asyncio.run(demo(args.config, duration=args.duration, seed=args.seed, svg=args.svg))
         settings = load_settings(args.config)
         return asyncio.run(dispatch(args, settings))
     except IndexerError as exc:

@@ -7,7 +7,7 @@ benchmarks; nothing in the indexer's pipeline imports it.
         summary = Simulator(world, seed=1).tour()
 """
 
-from .anvil import Anvil, AnvilError, AnvilNotFound, JsonRpc, RpcError, find_anvil, rpc
+from .anvil import Anvil, AnvilError, AnvilNotFound, find_anvil
 from .contracts import Artifact, ArtifactError, artifacts_dir, load_artifact
 from .deploy import Transactor, Tx, TxFailed, World, deploy_world
 from .postgres import (
@@ -17,6 +17,7 @@ from .postgres import (
     resolve_database_url,
     scratch_dir,
 )
+from .rpc import JsonRpc, RpcError, rpc
 from .simulate import BulkStats, SimulationError, Simulator, Summary
 
 __all__ = [

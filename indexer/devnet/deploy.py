@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .anvil import JsonRpc
 from .contracts import load_artifact
+from .rpc import JsonRpc
 
 DEFAULT_SYMBOLS = ("TSLAx", "AAPLx", "NVDAx", "SPYx")
 DEFAULT_PLAIN = ("USDT0",)
