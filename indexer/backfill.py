@@ -7,6 +7,7 @@ restarts from the cursor and a rerun over an indexed range does nothing. Chains 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +32,15 @@ async def backfill(
     store = await Store.open(settings.database_url, role="backfill")
     try:
         await store.migrate()
-        return list(await asyncio.gather(*(
-            _backfill_chain(settings, cfg, store, from_block, to_block) for cfg in chains)))
+        deferred = await store.defer_holder_indexes()
+        try:
+            return list(await asyncio.gather(*(
+                _backfill_chain(settings, cfg, store, from_block, to_block) for cfg in chains)))
+        finally:
+            if deferred:
+                started = time.perf_counter()
+                await store.build_holder_indexes()
+                log.info("holder_indexes_built", seconds=round(time.perf_counter() - started, 3))
     finally:
         await store.close()
 

@@ -21,7 +21,7 @@ from eth_abi.exceptions import DecodingError
 from eth_utils.crypto import keccak
 
 from . import logs
-from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer
+from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer, Wire
 
 log = logs.get("decode")
 
@@ -87,11 +87,14 @@ class Malformed(ValueError):
     """A log does not fit the layout of the event its topic0 names."""
 
 
+_ZERO_PAD = "0" * 24
+
+
 def word_address(topic: str) -> str:
     """A 32-byte topic holding an address -> lowercase 0x address. Upper 12 bytes must be 0."""
-    if len(topic) != 66 or topic[2:26] != "0" * 24:
+    if len(topic) != 66 or topic[2:26] != _ZERO_PAD:
         raise Malformed(f"topic {topic[:18]}... is not an address")
-    return "0x" + topic[26:]
+    return "0x" + topic[26:].lower()
 
 
 def data_uint(data: str) -> int:
@@ -140,93 +143,139 @@ def _jsonable(value: object) -> object:
 
 
 def decode(
-    raws: Sequence[RawLog],
+    logs: Sequence[Wire] | Sequence[RawLog],
     kinds: Mapping[str, TokenKind],
     factories: Iterable[str] = (),
     block_times: Mapping[int, int] | None = None,
+    starts: Mapping[str, int] | None = None,
 ) -> Decoded:
-    """Decode logs (in chain order) of tokens whose kinds are known and of factories.
+    """Decode logs (in chain order, as eth_getLogs returns them) of tokens whose kinds are known
+    and of factories. This is the hot path of a backfill: it reads the JSON-RPC dicts directly.
 
-    ``block_times`` supplies timestamps for nodes that do not put ``blockTimestamp`` on logs.
-    Logs of unknown addresses are ignored (not counted as skipped)."""
+    ``block_times`` supplies timestamps for nodes that do not put ``blockTimestamp`` on logs;
+    ``starts`` drops a token's logs below its start block. Logs of unknown addresses are ignored
+    (not counted as skipped)."""
+    wire: Sequence[Wire] = [r.wire() for r in logs] if logs and isinstance(logs[0], RawLog) else logs  # type: ignore[assignment,union-attr]
     factory_set = set(factories)
-    times = block_times or {}
+    times = _Times(block_times)
     out = Decoded()
     skipped = 0
-    pending: RawLog | None = None  # an xStock Transfer waiting for its TransferShares
-    for raw in raws:
-        if pending is not None and not _pairs(pending, raw):
+    pending: Wire | None = None  # an xStock Transfer waiting for its TransferShares
+    for item in wire:
+        address = item["address"]
+        kind = kinds.get(address)
+        if kind is None and address not in factory_set:
+            address = address.lower()
+            kind = kinds.get(address)
+        if pending is not None and not _pairs(pending, item):
             skipped += _warn(pending, "xStock Transfer without TransferShares")
             pending = None
         try:
-            if raw.address in factory_set:
-                _factory_log(raw, out, times)
-                continue
-            kind = kinds.get(raw.address)
             if kind is None:
+                if address in factory_set:
+                    _factory_log(parse_wire(item), out, times)
                 continue
-            topic0 = raw.topics[0] if raw.topics else ""
+            if starts is not None and int(item["blockNumber"], 16) < starts.get(address, 0):
+                continue
+            topics = item["topics"]
+            topic0 = topics[0] if topics else ""
             if topic0 == TRANSFER_TOPIC:
                 if kind is TokenKind.XSTOCK:
-                    decode_move(raw)  # validate now, pair on the next log
-                    pending = raw
+                    _wire_move(topics, item["data"])  # validate now, pair on the next log
+                    pending = item
                 else:
-                    frm, to, value = decode_move(raw)
-                    out.transfers.append(_transfer(raw, frm, to, value, value, times))
+                    frm, to, value = _wire_move(topics, item["data"])
+                    out.transfers.append(_transfer(item, address, frm, to, value, value, times))
             elif topic0 == TRANSFER_SHARES_TOPIC:
                 if pending is None:
                     if kind is TokenKind.XSTOCK:
-                        skipped += _warn(raw, "TransferShares without a Transfer before it")
+                        skipped += _warn(item, "TransferShares without a Transfer before it")
                     continue
-                frm, to, amount = decode_move(pending)
-                sfrm, sto, shares = decode_move(raw)
+                frm, to, amount = _wire_move(pending["topics"], pending["data"])
+                sfrm, sto, shares = _wire_move(topics, item["data"])
                 if (sfrm, sto) != (frm, to):
                     skipped += _warn(pending, "Transfer parties differ from its TransferShares")
-                    skipped += _warn(raw, "TransferShares parties differ from its Transfer")
+                    skipped += _warn(item, "TransferShares parties differ from its Transfer")
                 else:
-                    out.transfers.append(_transfer(pending, frm, to, amount, shares, times))
+                    out.transfers.append(_transfer(pending, address, frm, to, amount, shares, times))
                 pending = None
-            elif topic0 in _OTHER_BY_TOPIC:
-                spec = _OTHER_BY_TOPIC[topic0]
-                out.events.append(_event(raw, spec.name, decode_event(spec, raw), times))
-        except Malformed as exc:
-            skipped += _warn(raw, str(exc))
-            if pending is raw:
+            else:
+                spec = _OTHER_BY_TOPIC.get(topic0.lower())
+                if spec is not None:
+                    raw = parse_wire(item)
+                    out.events.append(_event(raw, spec.name, decode_event(spec, raw), times))
+        except (Malformed, KeyError, TypeError, ValueError, AttributeError) as exc:
+            skipped += _warn(item, str(exc) if isinstance(exc, Malformed) else f"malformed log: {exc!r}")
+            if pending is item:
                 pending = None
     if pending is not None:
         skipped += _warn(pending, "xStock Transfer without TransferShares")
     return Decoded(out.transfers, out.events, out.new_tokens, skipped)
 
 
-def _pairs(transfer: RawLog, raw: RawLog) -> bool:
+class _Times:
+    """Block timestamps: from the log's blockTimestamp (parsed once per distinct value) or the
+    caller's map of header times."""
+
+    def __init__(self, known: Mapping[int, int] | None) -> None:
+        self.known = known or {}
+        self.parsed: dict[str, int] = {}
+
+    def of(self, item: Wire) -> int:
+        stamp = item.get("blockTimestamp")
+        if stamp:
+            value = self.parsed.get(stamp)
+            if value is None:
+                value = self.parsed[stamp] = int(stamp, 16)
+            return value
+        number = int(item["blockNumber"], 16)
+        try:
+            return self.known[number]
+        except KeyError:
+            raise Malformed(f"no timestamp known for block {number}") from None
+
+
+def _wire_move(topics: Sequence[str], data: str) -> tuple[str, str, int]:
+    if len(topics) != 3:
+        raise Malformed(f"{len(topics)} topics, expected 3")
+    return word_address(topics[1]), word_address(topics[2]), data_uint(data)
+
+
+def parse_wire(item: Wire) -> RawLog:
+    """One eth_getLogs dict -> RawLog (lowercased, ints parsed). Off the hot path."""
+    ts = item.get("blockTimestamp")
+    return RawLog(item["address"].lower(), tuple([t.lower() for t in item["topics"]]), item["data"],
+                  int(item["blockNumber"], 16), item["blockHash"].lower(), int(ts, 16) if ts else None,
+                  item["transactionHash"].lower(), int(item["logIndex"], 16))
+
+
+def _pairs(transfer: Wire, item: Wire) -> bool:
+    """Is ``item`` the TransferShares that completes ``transfer`` (next log, same tx, same token)?"""
+    topics = item.get("topics")
+    try:
+        next_index = int(item["logIndex"], 16) == int(transfer["logIndex"], 16) + 1
+    except (KeyError, TypeError, ValueError):
+        return False
     return (
-        raw.address == transfer.address
-        and raw.tx_hash == transfer.tx_hash
-        and raw.log_index == transfer.log_index + 1
-        and bool(raw.topics)
-        and raw.topics[0] == TRANSFER_SHARES_TOPIC
+        next_index
+        and item.get("address") == transfer.get("address")
+        and item.get("transactionHash") == transfer.get("transactionHash")
+        and bool(topics)
+        and topics[0] == TRANSFER_SHARES_TOPIC  # type: ignore[index]
     )
 
 
-def _time(raw: RawLog, times: Mapping[int, int]) -> int:
-    if raw.block_time is not None:
-        return raw.block_time
-    try:
-        return times[raw.block_number]
-    except KeyError:
-        raise Malformed(f"no timestamp known for block {raw.block_number}") from None
+def _transfer(item: Wire, token: str, frm: str, to: str, amount: int, shares: int, times: _Times) -> Transfer:
+    return Transfer(token, int(item["blockNumber"], 16), times.of(item), item["transactionHash"].lower(),
+                    int(item["logIndex"], 16), frm, to, amount, shares)
 
 
-def _transfer(raw: RawLog, frm: str, to: str, amount: int, shares: int, times: Mapping[int, int]) -> Transfer:
-    return Transfer(raw.address, raw.block_number, _time(raw, times), raw.tx_hash, raw.log_index,
-                    frm, to, amount, shares)
+def _event(raw: RawLog, name: str, args: dict[str, object], times: _Times) -> TokenEvent:
+    time = raw.block_time if raw.block_time is not None else times.of(raw.wire())
+    return TokenEvent(raw.address, raw.block_number, time, raw.tx_hash, raw.log_index, name, args)
 
 
-def _event(raw: RawLog, name: str, args: dict[str, object], times: Mapping[int, int]) -> TokenEvent:
-    return TokenEvent(raw.address, raw.block_number, _time(raw, times), raw.tx_hash, raw.log_index, name, args)
-
-
-def _factory_log(raw: RawLog, out: Decoded, times: Mapping[int, int]) -> None:
+def _factory_log(raw: RawLog, out: Decoded, times: _Times) -> None:
     if not raw.topics or raw.topics[0] != NEW_TOKEN_TOPIC:
         return
     args = decode_event(NEW_TOKEN, raw)
@@ -235,7 +284,7 @@ def _factory_log(raw: RawLog, out: Decoded, times: Mapping[int, int]) -> None:
     out.events.append(_event(raw, "NewToken", args, times))
 
 
-def _warn(raw: RawLog, why: str) -> int:
-    log.warning("log_skipped", token=raw.address, block=raw.block_number, tx=raw.tx_hash,
-                log_index=raw.log_index, reason=why)
+def _warn(item: Wire, why: str) -> int:
+    log.warning("log_skipped", token=item.get("address"), block=item.get("blockNumber"),
+                tx=item.get("transactionHash"), log_index=item.get("logIndex"), reason=why)
     return 1

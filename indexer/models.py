@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ONE = 10**18
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -35,6 +35,9 @@ class Header:
     timestamp: int
 
 
+Wire = dict[str, Any]  # one eth_getLogs entry exactly as the node sent it (hex strings)
+
+
 class RawLog(NamedTuple):
     """One eth_getLogs entry, already parsed from hex. A NamedTuple: built once per log on the
     hot path, so it must be cheap."""
@@ -47,6 +50,15 @@ class RawLog(NamedTuple):
     block_time: int | None  # from the log's blockTimestamp when the node sends it
     tx_hash: str
     log_index: int
+
+    def wire(self) -> Wire:
+        """Back to the node's JSON shape (tests build logs as RawLog)."""
+        out: Wire = {"address": self.address, "topics": list(self.topics), "data": self.data,
+                     "blockNumber": hex(self.block_number), "blockHash": self.block_hash,
+                     "transactionHash": self.tx_hash, "logIndex": hex(self.log_index)}
+        if self.block_time is not None:
+            out["blockTimestamp"] = hex(self.block_time)
+        return out
 
 
 class Transfer(NamedTuple):

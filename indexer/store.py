@@ -54,6 +54,12 @@ def schema_sql() -> str:
     return resources.files("indexer").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+def holder_index_statements() -> list[str]:
+    """The CREATE INDEX statements of the holder indexes, as schema.sql has them."""
+    prefixes = ("CREATE INDEX IF NOT EXISTS transfer_log_from ", "CREATE INDEX IF NOT EXISTS transfer_log_to ")
+    return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
+
+
 def ts(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -247,6 +253,27 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    async def defer_holder_indexes(self) -> bool:
+        """A first backfill into an empty transfer_log builds the holder indexes once at the end
+        (sorting once is far cheaper than maintaining two random-key btrees row by row). Returns
+        True when it dropped them; ``build_holder_indexes`` restores them, and so does every
+        ``migrate`` (CREATE INDEX IF NOT EXISTS), so a crash can never leave them missing."""
+        async def run() -> bool:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transfer_log)"):
+                    return False
+                await conn.execute("DROP INDEX IF EXISTS transfer_log_from; DROP INDEX IF EXISTS transfer_log_to")
+                return True
+        return await self._retry("defer_holder_indexes", run)
+
+    async def build_holder_indexes(self) -> None:
+        async def run() -> None:
+            async with self.pool.acquire() as conn:
+                await conn.execute("SET maintenance_work_mem = '256MB'")
+                for statement in holder_index_statements():
+                    await conn.execute(statement)
+        await self._retry("build_holder_indexes", run)
+
     async def ensure_chain(self, chain_id: int, name: str) -> None:
         async def run() -> None:
             await self.pool.execute(
@@ -393,12 +420,13 @@ async def _apply_ledger(conn: asyncpg.Connection, chain_id: int, ledger: LedgerB
         await conn.execute(
             """INSERT INTO share_balances (chain_id, token, holder, shares, updated_block)
                SELECT $1, u.token, u.holder, u.shares, u.block
-                 FROM unnest($2::text[], $3::text[], $4::numeric[], $5::bigint[]) AS u(token, holder, shares, block)
+                 FROM unnest($2::text[], $3::text[], $4::text[]::numeric[], $5::bigint[])
+                      AS u(token, holder, shares, block)
                ON CONFLICT (chain_id, token, holder) DO UPDATE
                SET shares = share_balances.shares + EXCLUDED.shares,
                    updated_block = greatest(share_balances.updated_block, EXCLUDED.updated_block)""",
             chain_id, [k[0] for k in keys], [k[1] for k in keys],
-            [ledger.holders[k].shares for k in keys], [ledger.holders[k].last_block for k in keys])
+            [str(ledger.holders[k].shares) for k in keys], [ledger.holders[k].last_block for k in keys])
     if ledger.tokens:
         names = list(ledger.tokens)
         d = [ledger.tokens[n] for n in names]

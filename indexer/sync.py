@@ -10,7 +10,6 @@ cursor's block, walks back to the common ancestor and rewinds to it. A reorg dee
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import calls, decode, logs
@@ -24,10 +23,10 @@ from .models import (
     Decoded,
     Header,
     MultiplierChange,
-    RawLog,
     TokenEvent,
     TokenInfo,
     TokenKind,
+    Wire,
     underlying_of,
 )
 from .store import BatchWrite, Store, TokenState
@@ -42,7 +41,7 @@ class Fetched:
     start: int
     end: int
     headers: dict[int, Header]
-    raws: list[RawLog]
+    raws: list[Wire]
     addresses: frozenset[str]
 
 
@@ -185,7 +184,7 @@ class ChainSync:
         raws = fetched.raws
         if missing:
             raws = sorted([*raws, *await self._logs(missing, start, end, fetched.headers)],
-                          key=lambda r: (r.block_number, r.log_index))
+                          key=lambda r: (int(r["blockNumber"], 16), int(r["logIndex"], 16)))
         result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor, raws=raws)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
@@ -223,15 +222,15 @@ class ChainSync:
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        raws: list[RawLog] | None = None,
+        raws: list[Wire] | None = None,
     ) -> tuple[int, int, int, int]:
         """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
         given). Without ``move_cursor`` this is a late token's catch-up: the cursor stays."""
         if raws is None:
             raws = await self._logs(list(active) + factories, start, end, headers)
-        raws = [r for r in raws if r.address not in active or r.block_number >= active[r.address].info.start_block]
         kinds = {a: t.info.kind for a, t in active.items()}
-        decoded = decode.decode(raws, kinds, factories)
+        starts = {a: t.info.start_block for a, t in active.items()}
+        decoded = decode.decode(raws, kinds, factories, _times(headers), starts)
         new_states, extra, extra_logs = await self._discover(decoded, end, headers)
         for state in new_states:
             active[state.info.address] = state
@@ -263,21 +262,24 @@ class ChainSync:
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
         return len(raws) + extra_logs, len(transfers), len(events), len(new_states)
 
-    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[RawLog]:
+    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[Wire]:
+        """Logs of ``addresses`` in [start, end]. Logs in blocks whose headers we hold must carry
+        those headers' hashes (else the chain moved while we read); blocks whose logs come without
+        blockTimestamp get their headers fetched for the time."""
         splits = self.chain.splits
         topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
         raws = await self.chain.get_logs(addresses, topics, start, end)
         self._adapt(end - start + 1, len(raws), self.chain.splits > splits)
+        by_number = {hex(n): h.hash for n, h in headers.items()}
         for r in raws:
-            h = headers.get(r.block_number)
-            if h is not None and h.hash != r.block_hash:
-                raise ChainMoved(f"log in block {r.block_number} has hash {r.block_hash[:10]}, "
-                                 f"header says {h.hash[:10]}")
-        missing = sorted({r.block_number for r in raws if r.block_time is None} - set(headers))
+            known = by_number.get(str(r.get("blockNumber")))
+            if known is not None and known != str(r.get("blockHash", "")).lower():
+                raise ChainMoved(f"a log in block {r.get('blockNumber')} has hash {str(r.get('blockHash'))[:10]}, "
+                                 f"its header says {known[:10]}")
+        untimed = {r.get("blockNumber") for r in raws if not r.get("blockTimestamp")}
+        missing = sorted({int(n, 16) for n in untimed if isinstance(n, str)} - set(headers))
         if missing:
             headers.update({h.number: h for h in await self.chain.headers(missing)})
-        if any(r.block_time is None for r in raws):
-            raws = [r if r.block_time is not None else _with_time(r, headers[r.block_number].timestamp) for r in raws]
         return raws
 
     def _adapt(self, blocks: int, n_logs: int, split: bool) -> None:
@@ -311,8 +313,8 @@ class ChainSync:
         first = min(s.info.start_block for s in states)
         raws = await self._logs([s.info.address for s in states], first, end, headers)
         by_start = {s.info.address: s.info.start_block for s in states}
-        raws = [r for r in raws if r.block_number >= by_start[r.address]]
-        return states, decode.decode(raws, {s.info.address: s.info.kind for s in states}), len(raws)
+        kinds = {s.info.address: s.info.kind for s in states}
+        return states, decode.decode(raws, kinds, (), _times(headers), by_start), len(raws)
 
     async def _multipliers(
         self, active: dict[str, TokenState], base: int, end: int,
@@ -383,10 +385,5 @@ class ChainSync:
         return depth, removed
 
 
-def _with_time(raw: RawLog, timestamp: int) -> RawLog:
-    return RawLog(raw.address, raw.topics, raw.data, raw.block_number, raw.block_hash, timestamp,
-                  raw.tx_hash, raw.log_index)
-
-
-def addresses(tokens: Iterable[TokenState]) -> list[str]:
-    return [t.info.address for t in tokens]
+def _times(headers: dict[int, Header]) -> dict[int, int]:
+    return {n: h.timestamp for n, h in headers.items()}
