@@ -73,6 +73,7 @@ async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[St
                     stop: Callable[[], bool], ahead: int) -> int:
     queue: deque[asyncio.Task[Fetched]] = deque()
     steps, next_start = 0, start
+    sync.overlap = True
     try:
         while (queue or next_start <= end) and not stop():
             while len(queue) < ahead and next_start <= end:
@@ -84,7 +85,13 @@ async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[St
             on_step(result)
             if result.reorg_depth:
                 break
+        await sync.flush()
+    except BaseException:
+        await asyncio.gather(sync.flush(), return_exceptions=True)
+        await sync.reload()
+        raise
     finally:
+        sync.overlap = False
         for task in queue:
             task.cancel()
         await asyncio.gather(*queue, return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,11 @@ def _block(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A backfill allocates hundreds of thousands of short-lived dicts per batch (the node's JSON);
+    # with the default thresholds the collector runs full passes over them constantly (measured:
+    # about 1 s of CPU per 360k logs). Nothing here builds reference cycles worth chasing early.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, json=args.log_json)
     settings: Settings | None = None

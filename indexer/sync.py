@@ -9,6 +9,7 @@ cursor's block, walks back to the common ancestor and rewinds to it. A reorg dee
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -75,6 +76,8 @@ class ChainSync:
         self.head = 0
         self.last_block_time = 0  # timestamp of the last committed block
         self.cursor: Cursor | None = None
+        self.overlap = False  # commit batch N while preparing N+1 (backfill pipeline only)
+        self._inflight: asyncio.Task[bool] | None = None
 
     @property
     def first_block(self) -> int:
@@ -188,6 +191,27 @@ class ChainSync:
         result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor, raws=raws)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
+    async def _commit(self, batch: BatchWrite) -> None:
+        """Commit now, or, with ``overlap`` on, start the commit and return: the next batch is
+        decoded while PostgreSQL writes this one. Commits still happen one at a time, in order."""
+        if not self.overlap:
+            await self.store.commit_batch(batch)
+            return
+        await self.flush()
+        self._inflight = asyncio.create_task(self.store.commit_batch(batch))
+
+    async def flush(self) -> None:
+        """Wait for the commit in flight, if any; its failure is raised here."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+
+    async def reload(self) -> None:
+        """Forget in-memory progress and read it back from the database (after a failed
+        overlapped commit, the optimistic state may be ahead of what was stored)."""
+        self.cursor = await self.store.cursor(self.chain_id)
+        self.tokens = await self.store.tokens(self.chain_id)
+
     def has_late_tokens(self, base: int) -> bool:
         return bool(self._late(base))
 
@@ -254,7 +278,7 @@ class ChainSync:
             new_tokens=new_states,
             keep_blocks=self.cfg.max_reorg_depth * 2,
         )
-        await self.store.commit_batch(batch)
+        await self._commit(batch)
         if move_cursor:
             self.last_block_time = end_header.timestamp
             self.cursor = batch.cursor
@@ -364,6 +388,7 @@ class ChainSync:
         return await self._rewind_to_ancestor(cursor)
 
     async def _rewind_to_ancestor(self, cursor: Cursor) -> tuple[int, int]:
+        await self.flush()
         lowest = cursor.block_number - self.cfg.max_reorg_depth
         stored = await self.store.recent_hashes(self.chain_id, lowest)
         numbers = sorted((n for n in stored if n <= min(cursor.block_number, self.head)), reverse=True)
