@@ -274,3 +274,49 @@ async def test_ws_endpoint_follows_new_heads(world: World, anvil: Anvil, databas
     assert await compare(database_url, anvil.url, all_touched(world, sim)) == []
     assert daemon.events("ws_subscribed") and not daemon.events("ws_heads_lost")
     assert daemon.stop() == 0
+
+
+@pytest.mark.slow
+async def test_outside_run_reorg_through_a_silent_split_then_sigkill(world: World, anvil: Anvil, database_url: str,
+                                                                     tmp_path: Path) -> None:
+    """The issue's acceptance run in one piece: trade, a 7-deep reorg whose orphaned branch held a
+    silent 2:1 split while the new branch activates 3:1, SIGKILL mid-trade, a second writer, SIGTERM."""
+    config = write_config(world, database_url, tmp_path / "indexer.toml")
+    log = tmp_path / "daemon.log"
+    daemon = DaemonProcess(config, log).start()
+    sim = Simulator(world, seed=97, n_holders=10)
+    sim.run(blocks=4, moves_per_block=4)
+    await caught_up(database_url, anvil)
+    snap, base = anvil.snapshot(), anvil.block_number()
+    sim.scheduled_change("TSLAx", 2, 1, delay=60, quiet_blocks=2)
+    while anvil.block_number() - base < 7:
+        sim.batch("TSLAx", n=4)
+    depth = anvil.block_number() - base
+    await caught_up(database_url, anvil)
+    assert await compare(database_url, anvil.url, all_touched(world, sim)) == []
+    old_head = anvil.block_number()
+    anvil.revert(snap)
+    branch = Simulator(world, seed=98, n_holders=6)
+    branch.scheduled_change("TSLAx", 3, 1, delay=60, quiet_blocks=2)
+    while anvil.block_number() <= old_head:
+        branch.batch("AAPLx", n=3)
+    await caught_up(database_url, anvil)
+    assert daemon.events("reorg")[-1]["depth"] == depth
+    assert await compare(database_url, anvil.url, all_touched(world, sim, branch)) == []
+    conn = await asyncpg.connect(database_url)
+    try:
+        m = await conn.fetchval("SELECT multiplier FROM token_supply WHERE token = $1", world.tokens["TSLAx"])
+        assert m == 3 * 10**18, "the orphaned 2:1 split must be gone, the new branch's 3:1 in force"
+    finally:
+        await conn.close()
+    branch.run(blocks=2, moves_per_block=3)
+    daemon.kill()  # mid-trade: the chain moves on while nothing indexes it
+    branch.run(blocks=3, moves_per_block=3)
+    daemon = DaemonProcess(config, log).start()
+    await caught_up(database_url, anvil)
+    assert await compare(database_url, anvil.url, all_touched(world, sim, branch)) == []
+    assert cli("run", config=config, timeout=30).returncode == 2
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0 and time.monotonic() - started < 10
+    assert cli("verify", config=config).returncode == 0
