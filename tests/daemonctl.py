@@ -102,13 +102,13 @@ class DaemonProcess:
             return exc.code, exc.read().decode()
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await condition():
             return
         await asyncio.sleep(0.05)  # polling a condition with a deadline, not a fixed wait
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {within} s waiting for {what}")
 
 
 async def cursor(database_url: str) -> tuple[int, str] | None:

@@ -5,10 +5,10 @@ After every scenario the views must equal the chain at the indexed block, to the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -97,7 +97,8 @@ async def test_sigkill_mid_backfill_resumes_exactly(world: World, tmp_path: Path
     sim.run(blocks=60, moves_per_block=6)
     config = world.write_toml(tmp_path / "indexer.toml", database_url)
     # one block per batch: many commits, so the kill lands between and inside them
-    text = config.read_text().replace("max_reorg_depth = 64", "max_reorg_depth = 64\nbatch_blocks = 1\nmax_batch_blocks = 1")
+    text = config.read_text().replace("max_reorg_depth = 64",
+                                      "max_reorg_depth = 64\nbatch_blocks = 1\nmax_batch_blocks = 1")
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RPC_URL", "INDEXER_CONFIG")}
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -105,7 +106,7 @@ async def test_sigkill_mid_backfill_resumes_exactly(world: World, tmp_path: Path
     conn = await asyncpg.connect(database_url)
     try:
         for kill_at in (world.deploy_block + 15, world.deploy_block + 40):
-            proc = subprocess.Popen([sys.executable, "-m", "indexer", "--config", str(config), "backfill"],
+            proc = subprocess.Popen(  # noqa: ASYNC220 - the process is the thing under test[sys.executable, "-m", "indexer", "--config", str(config), "backfill"],
                                     cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -114,7 +115,7 @@ async def test_sigkill_mid_backfill_resumes_exactly(world: World, tmp_path: Path
                     break
                 if proc.poll() is not None:
                     break
-                time.sleep(0.005)  # polling a condition with a deadline
+                await asyncio.sleep(0.005)  # polling a condition with a deadline
             assert proc.poll() is None, "backfill finished before it could be killed"
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)

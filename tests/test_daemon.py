@@ -155,7 +155,7 @@ async def test_rpc_outage_flips_healthz_and_recovers(anvil_factory, database_url
     await wait_for(lambda: healthy(200), what="/healthz 200")
     node.stop()
     await wait_for(lambda: healthy(503), what="/healthz 503 with the rpc gone")
-    status, body = daemon.http("/healthz")
+    _, body = daemon.http("/healthz")
     assert "rpc failing" in body
     node.restart()  # same port, from the state dumped at stop
     sim = Simulator(world, seed=62, n_holders=5)

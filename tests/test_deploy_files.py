@@ -396,7 +396,8 @@ def test_examples_are_what_the_generator_writes() -> None:
 SHARED_CSV = REPO.parent / "shared/data/xstocks-evm.csv"
 
 
-@pytest.mark.skipif(not SHARED_CSV.is_file(), reason="the issuer's list in shared/ is only beside development checkouts")
+@pytest.mark.skipif(not SHARED_CSV.is_file(),
+                    reason="the issuer's list in shared/ is only beside development checkouts")
 def test_examples_csv_is_the_issuers_list() -> None:
     assert (EXAMPLES / "xstocks-evm.csv").read_bytes() == SHARED_CSV.read_bytes()
 

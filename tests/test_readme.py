@@ -38,7 +38,7 @@ def test_readme_config_parses_with_every_key_documented() -> None:
 def test_readme_commands_exist() -> None:
     table = [line for line in README.splitlines() if line.startswith("| `")]
     parser = build_parser()
-    names = {a.dest: a for a in parser._actions}  # noqa: SLF001 - argparse keeps choices here
+    names = {a.dest: a for a in parser._actions}  # argparse keeps the subcommands here
     commands = set(names["command"].choices)  # type: ignore[arg-type]
     documented = {re.match(r"\| `(\w+)", line).group(1) for line in table}  # type: ignore[union-attr]
     assert documented <= commands, documented - commands
