@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,7 +107,8 @@ async def test_sigkill_mid_backfill_resumes_exactly(world: World, tmp_path: Path
     conn = await asyncpg.connect(database_url)
     try:
         for kill_at in (world.deploy_block + 15, world.deploy_block + 40):
-            proc = subprocess.Popen(  # noqa: ASYNC220 - the process is the thing under test[sys.executable, "-m", "indexer", "--config", str(config), "backfill"],
+            proc = subprocess.Popen(  # noqa: ASYNC220 - the process is the thing under test
+                [sys.executable, "-m", "indexer", "--config", str(config), "backfill"],
                                     cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
