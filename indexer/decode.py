@@ -161,6 +161,8 @@ def decode(
     out = Decoded()
     skipped = 0
     pending: Wire | None = None  # an xStock Transfer waiting for its TransferShares
+    move: tuple[str, str, int] = ("", "", 0)  # the pending Transfer's (from, to, amount)
+    transfers = out.transfers
     for item in wire:
         address = item["address"]
         kind = kinds.get(address)
@@ -175,29 +177,29 @@ def decode(
                 if address in factory_set:
                     _factory_log(parse_wire(item), out, times)
                 continue
-            if starts is not None and int(item["blockNumber"], 16) < starts.get(address, 0):
+            if starts and address in starts and int(item["blockNumber"], 16) < starts[address]:
                 continue
             topics = item["topics"]
             topic0 = topics[0] if topics else ""
             if topic0 == TRANSFER_TOPIC:
                 if kind is TokenKind.XSTOCK:
-                    _wire_move(topics, item["data"])  # validate now, pair on the next log
+                    move = _wire_move(topics, item["data"])  # pair it with the next log
                     pending = item
                 else:
                     frm, to, value = _wire_move(topics, item["data"])
-                    out.transfers.append(_transfer(item, address, frm, to, value, value, times))
+                    transfers.append(_transfer(item, address, frm, to, value, value, times))
             elif topic0 == TRANSFER_SHARES_TOPIC:
                 if pending is None:
                     if kind is TokenKind.XSTOCK:
                         skipped += _warn(item, "TransferShares without a Transfer before it")
                     continue
-                frm, to, amount = _wire_move(pending["topics"], pending["data"])
+                frm, to, amount = move
                 sfrm, sto, shares = _wire_move(topics, item["data"])
-                if (sfrm, sto) != (frm, to):
+                if sfrm != frm or sto != to:
                     skipped += _warn(pending, "Transfer parties differ from its TransferShares")
                     skipped += _warn(item, "TransferShares parties differ from its Transfer")
                 else:
-                    out.transfers.append(_transfer(pending, address, frm, to, amount, shares, times))
+                    transfers.append(_transfer(pending, address, frm, to, amount, shares, times))
                 pending = None
             else:
                 spec = _OTHER_BY_TOPIC.get(topic0.lower())

@@ -253,7 +253,7 @@ class ChainSync:
         if raws is None:
             raws = await self._logs(list(active) + factories, start, end, headers)
         kinds = {a: t.info.kind for a, t in active.items()}
-        starts = {a: t.info.start_block for a, t in active.items()}
+        starts = {a: t.info.start_block for a, t in active.items() if t.info.start_block > start}
         decoded = decode.decode(raws, kinds, factories, _times(headers), starts)
         new_states, extra, extra_logs = await self._discover(decoded, end, headers)
         for state in new_states:
