@@ -26,6 +26,16 @@ from tests.conftest import REPO_ROOT, PgServer, cli, run_sync
 VERIFY_EQUAL = re.compile(r"indexer verify: chain anvil block \d+: 5 tokens, \d+ balances checked: equal")
 SPLIT = re.compile(r"TSLAx split 2:1 activated at block (\d+) — no event emitted; supply doubled")
 LIVE_FRAME = re.compile(r"^live +\d+ s \| head \d+ \| indexed \d+")
+BACKED_AT_START = re.compile(r"^custody   imported (\.demo/custody/issuer-block-\d+\.json) \(issuer API answers.*"
+                             r"AAPL, NVDA, SPY, TSLA held at Clearstream as of block \d+, "
+                             r"exactly the supply: all backed$", re.M)
+R8_OPENED = re.compile(r"^flag opened #(\d+) high multiplier_without_custody \(R8\) TSLA at block \d+ .*: "
+                       r"the multiplier rose.*shortfall [\d,.]+ shares$", re.M)
+R3_OPENED = re.compile(r"^flag opened #(\d+) critical unbacked_supply \(R3\) TSLA at block \d+ .*shortfall", re.M)
+UNBACKED = re.compile(r"^custody   TSLA: next attestation .* the split not yet credited: backing says unbacked, "
+                      r"ratio 0\.500000$", re.M)
+TOP_UP = re.compile(r"^custody   TSLA: top-up .* the split shares credited: backing says backed, "
+                    r"ratio 1\.000000$", re.M)
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -56,7 +66,9 @@ def test_demo_runs_indexes_splits_and_verifies(pg_server: PgServer, tmp_path: Pa
     holders = re.search(r"TSLAx: top 10 of (\d+) holders", out)
     assert holders and int(holders.group(1)) > 10, out[:3000]
     assert re.search(r"^TSLAx +xstock +[\d,.]+ +\d+ +1\.010000 +\d+$", out, re.M), "supply table row"
-    assert SPLIT.search(out), out[-3000:]
+    split = SPLIT.search(out)
+    assert split, out[-3000:]
+    _assert_custody_story(out, split.start(), tmp_path)
     assert "SELECT * FROM token_supply;" in out and "psql" in out
     assert re.search(r"http://127\.0\.0\.1:\d+/metrics", out)
     assert VERIFY_EQUAL.search(out), out[-2000:]
@@ -64,6 +76,26 @@ def test_demo_runs_indexes_splits_and_verifies(pg_server: PgServer, tmp_path: Pa
     name = re.search(r"xstocks_demo_\d+", out)
     assert name is not None
     assert run_sync(_databases(pg_server.url, name.group(0))) == 0, "the demo's database is dropped at exit"
+
+
+def _assert_custody_story(out: str, split_at: int, folder: Path) -> None:
+    """Backed at the start; after the silent split TSLA's flags open (R8, then R3 with the next
+    attestation) and close with the top-up; every xStock's underlying is backed at the end."""
+    start, r8, r3 = BACKED_AT_START.search(out), R8_OPENED.search(out), R3_OPENED.search(out)
+    assert start and r8 and r3, out[-6000:]
+    assert (folder / start.group(1)).read_text().lstrip().startswith('[\n  {"symbol": "')
+    assert "25 privileged_change flags (R10) opened: the deployment's role setup" in out
+    unbacked, top_up = UNBACKED.search(out), TOP_UP.search(out)
+    assert unbacked and top_up, out[-6000:]
+    closed = [re.search(rf"^flag closed #{m.group(1)} {rule} TSLA at block \d+", out, re.M)
+              for m, rule in ((r8, r"multiplier_without_custody \(R8\)"), (r3, r"unbacked_supply \(R3\)"))]
+    assert closed[0] and closed[1], out[-6000:]
+    assert start.start() < split_at < r8.start() < min(unbacked.start(), r3.start())
+    assert max(unbacked.start(), r3.start()) < min(top_up.start(), closed[0].start(), closed[1].start())
+    final = out[out.rindex("Backing (view backing)"):out.rindex("demo ran")]
+    for underlying in ("TSLA", "AAPL", "NVDA", "SPY"):
+        assert re.search(rf"^{underlying} +backed +[\d,.]+ +[\d,.]+ +1\.000000 ", final, re.M), final
+    assert re.search(r"^Open flags \(table backing_flags\): 25$", final, re.M), final
 
 
 def test_demo_stops_cleanly_on_sigint(pg_server: PgServer, tmp_path: Path) -> None:

@@ -8,8 +8,11 @@
    silent scheduled changes, a fee) and random blocks; then the real `backfill` indexes it and
    the holders and supply tables show the result, with the DSN and a psql command.
 3. Live: the real daemon follows the head (metrics on a free port) while trading goes on in a
-   worker thread; midway a 2:1 split of TSLAx activates silently, and the view shows the indexer
-   catching it. Logs go to `.demo/indexer.log`.
+   worker thread, and the view shows supply, backing and open flags as blocks arrive. Custody
+   records (issuer-API answers in `.demo/custody/`, imported by the real import) back every
+   underlying; midway a 2:1 split of TSLAx activates silently, the indexer catches it, TSLA's
+   backing flags open, and a custody top-up closes them (demo_custody). Logs go to
+   `.demo/indexer.log`.
 4. Stop (Ctrl-C, SIGTERM or `duration` seconds after the start): trading, then the daemon, then
    `verify` against the chain, then the database and anvil. Exit 0 when verify finds the database
    equal to the chain, 1 otherwise.
@@ -38,7 +41,7 @@ from ..errors import InputError, ServiceUnreachable
 from ..store import Store
 from ..verify import render, verify
 from .anvil import Anvil, AnvilError, AnvilNotFound, find_anvil, free_port
-from .demo_custody import custody_story
+from .demo_custody import CustodyStory
 from .demo_db import DemoDatabase, embedded_available, open_database
 from .demo_live import LiveRun
 from .demo_view import Out, fetch_supply, holders_grid, supply_grid
@@ -173,6 +176,7 @@ class Demo:
         self.out.say("  SELECT * FROM token_supply;", "cyan")
         self.out.say("  SELECT holder, balance FROM holders WHERE symbol = 'TSLAx' ORDER BY balance DESC LIMIT 5;",
                      "cyan")
+        self.out.say("  SELECT * FROM backing;  SELECT * FROM backing_flags WHERE closed_at IS NULL;", "cyan")
         self.out.say(f"  indexer --config {self.config_path} status", "cyan")
 
     async def live(self, stack: contextlib.AsyncExitStack) -> None:
@@ -194,14 +198,17 @@ class Demo:
         self.catch_signals(loop)
         task.add_done_callback(lambda _: self.catch_signals(loop))
         stack.push_async_callback(_stop_daemon, daemon, task)
-        custody = asyncio.create_task(custody_story(self.settings, self.world, live.trading, live.view.event,
-                                                    self.stop))
-        stack.callback(custody.cancel)
+        story = CustodyStory(self.settings, self.store, self.world.chain_id, live.view.event, self.stop,
+                             FOLDER / "custody", self._gap_blocks())
+        story.start()
+        stack.push_async_callback(story.close)
         self.out.say("live: trading and indexing as blocks arrive (Ctrl-C to stop)", "bold")
-        await live.run(task, self._split_block(), lambda: self.expired() or daemon.stop.is_set())
+        await live.run(task, self._split_block(), lambda: self.expired() or daemon.stop.is_set() or story.failed())
+        await story.close()
         await _stop_daemon(daemon, task)
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+        story.raise_failure()
 
     async def finish(self) -> int:
         elapsed = time.monotonic() - self.started
@@ -228,6 +235,14 @@ class Demo:
             return int(rate * 20)
         wanted = rate * 0.4 * (self.deadline - self.started)
         return max(1, int(min(wanted, rate * (self.deadline - time.monotonic()) / 2)))
+
+    def _gap_blocks(self) -> int:
+        """Blocks between the custody story's beats: a tenth of the duration, 2.5 to 5 s of blocks,
+        and no more than an eighth of the live time left (the split takes the first half)."""
+        if self.deadline is None:
+            return int(LiveRun.RATE * 5)
+        seconds = min(5.0, max(2.5, 0.1 * (self.deadline - self.started)), (self.deadline - time.monotonic()) / 8)
+        return max(2, int(LiveRun.RATE * seconds))
 
     def _check_config_path(self) -> None:
         path = self.config_path

@@ -5,6 +5,9 @@ before live block `split_at`, and redraws the view twice a second from the datab
 `done()` or a failure (of the trading thread or of the daemon's task). It then stops trading and
 gives the daemon a moment to index the last blocks, so that the final frame shows it caught up.
 
+Each redraw also reads the `backing` view and `backing_flags`, and adds a line to the view for
+every flag that opens or closes (demo_backing).
+
 The split is announced twice: when it is scheduled (the MultiplierScheduled transaction), and
 once the indexer has indexed the block where it took effect, with the supply before and after
 read from the database (`supply_at`), not from the simulator.
@@ -20,7 +23,9 @@ from concurrent.futures import Future
 from decimal import Decimal
 
 from ..errors import Fatal
+from ..models import underlying_of
 from ..store import Store
+from .demo_backing import BACKING_SQL, FLAGS_SQL, PRIVILEGED, FlagWatch, backing_grid, flags_grid
 from .demo_view import LiveState, LiveView, Out, fetch_supply, scaled, supply_grid
 from .deploy import World
 from .simulate import Simulator
@@ -43,6 +48,8 @@ class LiveRun:
         self._activation: int | None = None  # block in which the split takes effect, once known
         self._announced = False
         self._started = time.monotonic()
+        self.flags = FlagWatch()
+        self.underlyings = [underlying_of(s) for s in world.all_tokens]
 
     async def run(self, task: asyncio.Task[int], split_at: int, done: Callable[[], bool]) -> None:
         """Trade, follow and show until `done()`; raises Fatal if trading or the daemon failed."""
@@ -52,14 +59,12 @@ class LiveRun:
         try:
             with self.view:
                 while not (done() or task.done() or self.trading.finished.is_set()):
-                    indexed = await self._refresh()
-                    await self._follow_split(split, indexed)
+                    await self._refresh(split)
                     await _wait(self.stop, 0.5)
                 self.trading.stop()
                 deadline = time.monotonic() + CATCH_UP_SECONDS
                 while not task.done() and time.monotonic() < deadline:
-                    indexed = await self._refresh()
-                    await self._follow_split(split, indexed)
+                    indexed = await self._refresh(split)
                     if indexed >= (self.sim.summary.last_block or 0):
                         break
                     await asyncio.sleep(0.1)
@@ -97,19 +102,31 @@ class LiveRun:
         self.view.event(f"  time travel: SELECT supply_at({self.world.chain_id}, '{self.token}', {block - 1}), "
                         f"supply_at({self.world.chain_id}, '{self.token}', {block});")
 
-    async def _refresh(self) -> int:
-        """Redraw the view from the database; returns the indexed block."""
+    async def _refresh(self, split: Future[tuple[int, int]]) -> int:
+        """Redraw the view from the database; returns the indexed block. The flags are read first:
+        whatever caused a flag is then in the later reads, so the split's lines come before the
+        lines of the flags it opens."""
         chain_id = self.world.chain_id
         head = self.sim.summary.last_block or 0
+        flags = await self.store.fetch(FLAGS_SQL)
         supply = await fetch_supply(self.store, chain_id, list(self.world.all_tokens))
         transfers = await self.store.fetch("SELECT count(*) AS n FROM transfers WHERE chain_id = $1", chain_id)
+        cursor = await self.store.fetch("SELECT block_time FROM cursors WHERE chain_id = $1", chain_id)
+        backing = await self.store.fetch(BACKING_SQL)
         indexed = max((int(r["indexed_block"]) for r in supply), default=0)
+        await self._follow_split(split, indexed)
+        for line in self.flags.changes(flags):
+            self.view.event(line)
         elapsed = time.monotonic() - self._started
+        flag_grid, note = flags_grid(flags)
         self.view.update(LiveState(
             elapsed=elapsed, head=head, indexed=indexed,
             blocks_per_s=self.trading.blocks / elapsed if elapsed else 0.0,
             transfers=int(transfers[0]["n"]),
             supply=supply_grid(supply, head),
+            chain_time=cursor[0]["block_time"] if cursor else None,
+            backing=backing_grid(backing, self.underlyings), flags=flag_grid, note=note,
+            alert=any(r["closed_at"] is None and r["rule"] != PRIVILEGED for r in flags),
             footer="Ctrl-C to stop"))
         return indexed
 

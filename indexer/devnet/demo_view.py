@@ -2,18 +2,21 @@
 
 On a terminal (or when recording an SVG) everything is drawn with rich; otherwise as plain
 aligned text, flushed line by line so that a pipe (a test, `| tee`) sees it at once. The live
-view is a `rich.live.Live` on a terminal and a table printed every `PLAIN_EVERY` seconds
-otherwise; events (the split) show in it and, off a terminal, are printed as they happen.
-While the live view runs, SVG recording pauses: the SVG holds the start-up output, the live
-view's final frame and the closing lines.
+view is a `rich.live.Live` on a terminal and its tables printed every `PLAIN_EVERY` seconds
+otherwise; events (the split, custody, flags) show in it and, off a terminal, are printed as they
+happen. The SVG (`--svg`) is one frame of the live view: the last one in which a backing flag
+other than a privileged change was open (the story's most telling moment), else the whole
+recorded output (start-up, the live view's final frame, the closing lines).
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -27,6 +30,8 @@ from rich.text import Text
 from ..store import Store
 
 PLAIN_EVERY = 5.0
+EVENTS_SHOWN = 10  # the latest events in the rich view
+SVG_TITLE = "xstock-indexer demo"
 TOP_HOLDERS = 10
 SUPPLY_SQL = ("SELECT token, symbol, kind, total_supply, holder_count, multiplier, indexed_block "
               "FROM token_supply WHERE chain_id = $1")
@@ -42,6 +47,7 @@ class Grid:
     columns: tuple[str, ...]
     rows: Sequence[tuple[str, ...]]
     right: frozenset[int] = frozenset()
+    styles: tuple[str, ...] = ()  # per row, "" for none
 
 
 @dataclass
@@ -54,6 +60,11 @@ class LiveState:
     blocks_per_s: float
     transfers: int
     supply: Grid
+    chain_time: datetime | None = None
+    backing: Grid | None = None
+    flags: Grid | None = None
+    note: str = ""
+    alert: bool = False  # a flag other than a privileged change is open
     events: list[str] = field(default_factory=list)
     footer: str = ""
 
@@ -63,6 +74,7 @@ class Out:
 
     def __init__(self, svg: str | None = None) -> None:
         self.console = Console(record=svg is not None, highlight=False)
+        self.frame: RenderableType | None = None  # the live frame to save as the SVG, if any
         self.terminal = self.console.is_terminal
         self.rich = self.terminal or svg is not None
         if not self.terminal:
@@ -82,15 +94,21 @@ class Out:
             print(plain_table(grid), flush=True)
 
     def save_svg(self, path: str) -> None:
-        self.console.save_svg(path, title="xstock-indexer demo")
+        if self.frame is None:
+            self.console.save_svg(path, title=SVG_TITLE)
+            return
+        frame = Console(record=True, width=self.console.width, file=io.StringIO(), force_terminal=True,
+                        color_system="truecolor", highlight=False)
+        frame.print(self.frame)
+        frame.save_svg(path, title=SVG_TITLE)
 
 
 def rich_table(grid: Grid) -> Table:
     table = Table(title=grid.title, title_justify="left", title_style="bold")
     for i, name in enumerate(grid.columns):
         table.add_column(name, justify="right" if i in grid.right else "left", no_wrap=True)
-    for row in grid.rows:
-        table.add_row(*row)
+    for i, row in enumerate(grid.rows):
+        table.add_row(*row, style=grid.styles[i] if i < len(grid.styles) and grid.styles[i] else None)
     return table
 
 
@@ -141,22 +159,50 @@ async def holders_grid(store: Store, chain_id: int, token: str, symbol: str, hol
 
 
 def header(state: LiveState) -> str:
+    when = "" if state.chain_time is None else f" | chain time {state.chain_time:%Y-%m-%d %H:%M:%S}Z"
     return (f"live {state.elapsed:5.0f} s | head {state.head} | indexed {state.indexed} "
             f"(lag {max(0, state.head - state.indexed)}) | {state.blocks_per_s:.1f} blocks/s | "
-            f"{state.transfers:,} transfers indexed")
+            f"{state.transfers:,} transfers indexed{when}")
 
 
-def live_renderable(state: LiveState) -> RenderableType:
-    parts: list[RenderableType] = [Text(header(state), style="bold"), rich_table(state.supply)]
-    parts += [Text(e, style="yellow") for e in state.events]
-    if state.footer:
-        parts.append(Text(state.footer, style="dim"))
-    return Group(*parts)
+def _grids(state: LiveState) -> list[Grid]:
+    return [g for g in (state.supply, state.backing, state.flags) if g is not None]
+
+
+def live_renderable(state: LiveState, fit: Console | None = None) -> RenderableType:
+    """The rich frame; with `fit`, only the latest events that fit the console's height."""
+    top: list[RenderableType] = [Text(header(state), style="bold"), *(rich_table(g) for g in _grids(state))]
+    if state.note:
+        top.append(Text(state.note, style="dim"))
+    bottom: list[RenderableType] = [Text(state.footer, style="dim")] if state.footer else []
+    events: list[RenderableType] = [Text(e, style=event_style(e)) for e in state.events[-EVENTS_SHOWN:]]
+    if fit is not None:
+        room = fit.size.height - 1 - sum(_height(fit, r) for r in (*top, *bottom))
+        kept: list[RenderableType] = []
+        for event in reversed(events):
+            room -= _height(fit, event)
+            if room < 0:
+                break
+            kept.insert(0, event)
+        events = kept
+    return Group(*top, *events, *bottom)
+
+
+def _height(console: Console, renderable: RenderableType) -> int:
+    return len(console.render_lines(renderable, console.options, pad=False))
+
+
+def event_style(line: str) -> str:
+    if line.startswith("flag opened"):
+        return "bold red"
+    if line.startswith("flag closed"):
+        return "bold green"
+    return "cyan" if line.startswith("custody") else "yellow"
 
 
 def live_text(state: LiveState) -> str:
     """The plain frame; events are not repeated in it (they were printed as they happened)."""
-    return "\n".join([header(state), plain_table(state.supply)])
+    return "\n".join([header(state), *(plain_table(g) for g in _grids(state)), *([state.note] if state.note else [])])
 
 
 class LiveView:
@@ -189,8 +235,10 @@ class LiveView:
     def update(self, state: LiveState) -> None:
         state.events = self.events
         self._last = state
+        if state.alert:
+            self.out.frame = live_renderable(replace(state, events=list(self.events), footer=""))
         if self._live is not None:
-            self._live.update(live_renderable(state))
+            self._live.update(live_renderable(state, self.out.console))
         elif time.monotonic() - self._printed >= self.every:
             self._printed = time.monotonic()
             self._print(state)
