@@ -63,6 +63,7 @@ class Rpc:
         attempts: int | None = 8,
         max_wait: float = 10.0,
         on_error: Callable[[str], None] | None = None,
+        max_body: int = 256 * 1024 * 1024,
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is required")
@@ -72,6 +73,7 @@ class Rpc:
         self._attempts = attempts
         self._max_wait = max_wait
         self._on_error = on_error
+        self.max_body = max_body  # larger answers are refused like a provider's size limit
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self.last_ok = 0.0  # monotonic time of the last usable answer
@@ -152,7 +154,7 @@ class Rpc:
         shown = mask_url(url)
         try:
             async with self._session.post(url, data=payload, headers={"Content-Type": "application/json"}) as resp:
-                body = await resp.read()
+                body = await self._read(resp)
                 status = resp.status
         except TimeoutError:
             self._count("timeout")
@@ -178,6 +180,20 @@ class Rpc:
         if status >= 400 and not isinstance(decoded, dict | list):
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         return decoded
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, refused past ``max_body`` bytes (as RpcRangeTooLarge, so eth_getLogs splits
+        the range). Nodes without a result cap (anvil) would otherwise let one range that runs
+        from sparse into dense blocks put hundreds of MB of JSON in memory at once."""
+        if resp.content_length is not None and resp.content_length > self.max_body:
+            raise RpcRangeTooLarge(f"answer of {resp.content_length} bytes is over {self.max_body}")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > self.max_body:
+                raise RpcRangeTooLarge(f"answer is over {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _count(self, kind: str) -> None:
         if self._on_error is not None:
@@ -352,7 +368,7 @@ def _split_point(message: str, from_block: int, to_block: int) -> int:
 
 async def connect(urls: Sequence[str], name: str, expected_id: int | None = None,
                   attempts: int | None = 8, on_error: Callable[[str], None] | None = None,
-                  rpc_timeout: float = 30.0) -> tuple[Chain, int]:
+                  rpc_timeout: float = 30.0, max_body: int = 256 * 1024 * 1024) -> tuple[Chain, int]:
     """Open a Chain and read its id. An endpoint that does not answer within a short start-up
     budget raises ServiceUnreachable (exit 2); an id other than ``expected_id`` ConfigError."""
     from .errors import ConfigError, ServiceUnreachable
@@ -366,7 +382,7 @@ async def connect(urls: Sequence[str], name: str, expected_id: int | None = None
         await probe.close()
     if expected_id is not None and chain_id != expected_id:
         raise ConfigError(f"chain {name}: node reports chain id {chain_id}, config says chain_id = {expected_id}")
-    return Chain(Rpc(urls, attempts=attempts, on_error=on_error, timeout=rpc_timeout)), chain_id
+    return Chain(Rpc(urls, attempts=attempts, on_error=on_error, timeout=rpc_timeout, max_body=max_body)), chain_id
 
 
 async def watch_heads(ws_url: str, wake: asyncio.Event) -> None:
