@@ -145,7 +145,8 @@ COMMENT ON FUNCTION apply_multiplier(numeric, numeric) IS 'floor(shares * multip
 CREATE OR REPLACE VIEW transfers AS
 SELECT l.chain_id, l.token, t.symbol, l.block_number, l.block_time, l.tx_hash, l.log_index,
        l.from_address, l.to_address, l.amount_raw, l.shares, l.kind,
-       to_units(l.amount_raw, t.decimals) AS amount
+       to_units(l.amount_raw, t.decimals) AS amount,
+       (l.block_time AT TIME ZONE 'UTC')::date AS day
 FROM transfer_log l
 JOIN tokens t USING (chain_id, token);
 COMMENT ON VIEW transfers IS 'Every mint, burn and transfer of every followed token, in chain order (block_number, log_index).';
@@ -162,6 +163,7 @@ COMMENT ON COLUMN transfers.amount_raw IS 'Transfer event value in token base un
 COMMENT ON COLUMN transfers.shares IS 'TransferShares event value in share units; equals amount_raw for a plain ERC-20.';
 COMMENT ON COLUMN transfers.kind IS 'mint (from the zero address), burn (to the zero address) or transfer.';
 COMMENT ON COLUMN transfers.amount IS 'amount_raw in token units (exact decimal).';
+COMMENT ON COLUMN transfers.day IS 'UTC calendar day of block_time. Filter on day (with symbol or token) to use the per-token day index; see daily_activity.';
 
 CREATE OR REPLACE VIEW holders AS
 SELECT b.chain_id, b.token, t.symbol, b.holder, b.shares,
@@ -679,3 +681,377 @@ COMMENT ON COLUMN backing_conditions.token IS 'Token concerned, NULL for a rule 
 COMMENT ON COLUMN backing_conditions.key IS 'Identifies the condition within its rule and token (see backing_flags.key).';
 COMMENT ON COLUMN backing_conditions.shortfall IS 'Unbacked underlying shares where the rule measures them (R3, R8).';
 COMMENT ON COLUMN backing_conditions.details IS 'Evidence, as stored in backing_flags.details.';
+
+-- =============================================================================================
+-- Analyst views
+-- =============================================================================================
+--
+-- Questions analysts ask, answered by a view or a function each (docs/queries.md has them with
+-- their SQL). Two rules make them fast on a large ledger:
+-- - Filter by symbol (or chain_id and token): every grouping and window below partitions by
+--   chain_id, token and symbol, so such a filter reaches the tables before any aggregation.
+-- - Filter by day (UTC): transfer_log has an index per token and UTC day, which a filter on
+--   transfers.day or daily_activity.day uses. The views whose rows depend on the whole history
+--   (holder_history, holders_at far from both ends) say what they cost.
+
+CREATE INDEX IF NOT EXISTS transfer_log_day ON transfer_log (chain_id, token, ((block_time AT TIME ZONE 'UTC')::date));
+COMMENT ON INDEX transfer_log_day IS 'Moves of one token by UTC day: daily_activity, transfers.day and block_at_time use it.';
+CREATE INDEX IF NOT EXISTS transfer_log_time_brin ON transfer_log USING brin (block_time, ((block_time AT TIME ZONE 'UTC')::date));
+COMMENT ON INDEX transfer_log_time_brin IS 'Block ranges by time and UTC day, for filters on time or day alone (every token): a few pages, almost free to maintain because rows arrive in time order.';
+
+CREATE OR REPLACE FUNCTION utc_day(p_time timestamptz) RETURNS date
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (p_time AT TIME ZONE 'UTC')::date;
+COMMENT ON FUNCTION utc_day(timestamptz) IS 'The UTC calendar day of a time: utc_day(block_time) is the day column of transfers and daily_activity (and uses their index).';
+
+CREATE OR REPLACE VIEW daily_activity AS
+SELECT t.chain_id, t.token, t.symbol, (l.block_time AT TIME ZONE 'UTC')::date AS day,
+       count(*) FILTER (WHERE a.sent AND l.kind = 'mint') AS mints,
+       coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'mint'), 0) AS minted_raw,
+       to_units(coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'mint'), 0), t.decimals) AS minted,
+       count(*) FILTER (WHERE a.sent AND l.kind = 'burn') AS burns,
+       coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'burn'), 0) AS burned_raw,
+       to_units(coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'burn'), 0), t.decimals) AS burned,
+       count(*) FILTER (WHERE a.sent AND l.kind = 'transfer') AS transfers,
+       coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'transfer'), 0) AS transferred_raw,
+       to_units(coalesce(sum(l.amount_raw) FILTER (WHERE a.sent AND l.kind = 'transfer'), 0), t.decimals)
+           AS transferred,
+       count(DISTINCT a.address COLLATE "C")
+           FILTER (WHERE a.address <> '0x0000000000000000000000000000000000000000') AS active_addresses,
+       min(l.block_number) AS first_block, max(l.block_number) AS last_block
+  FROM transfer_log l
+  JOIN tokens t ON t.chain_id = l.chain_id AND t.token = l.token
+ CROSS JOIN LATERAL (VALUES (l.from_address, true), (l.to_address, false)) AS a(address, sent)
+ GROUP BY t.chain_id, t.token, (l.block_time AT TIME ZONE 'UTC')::date, t.symbol;
+COMMENT ON VIEW daily_activity IS 'Per token and UTC day with at least one move: mints, burns and transfers with their counts and volumes, and the addresses active. Volumes are Transfer values (token units at the multiplier of each move). Fast when filtered by symbol (or chain_id, token) and a day range: it reads only those days through the per-token day index; unfiltered it aggregates every transfer.';
+COMMENT ON COLUMN daily_activity.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN daily_activity.token IS 'Token contract address.';
+COMMENT ON COLUMN daily_activity.symbol IS 'Token symbol, e.g. TSLAx.';
+COMMENT ON COLUMN daily_activity.day IS 'UTC calendar day of the blocks counted (a day without any move of the token has no row).';
+COMMENT ON COLUMN daily_activity.mints IS 'Number of mints (Transfer from the zero address).';
+COMMENT ON COLUMN daily_activity.minted_raw IS 'Sum of the minted amounts, base units.';
+COMMENT ON COLUMN daily_activity.minted IS 'minted_raw in token units (exact decimal).';
+COMMENT ON COLUMN daily_activity.burns IS 'Number of burns (Transfer to the zero address): the last step of a redemption.';
+COMMENT ON COLUMN daily_activity.burned_raw IS 'Sum of the burned amounts, base units.';
+COMMENT ON COLUMN daily_activity.burned IS 'burned_raw in token units (exact decimal).';
+COMMENT ON COLUMN daily_activity.transfers IS 'Number of transfers between two non-zero addresses (self transfers and zero-value transfers included).';
+COMMENT ON COLUMN daily_activity.transferred_raw IS 'Sum of the transferred amounts (transfers only, not mints or burns), base units.';
+COMMENT ON COLUMN daily_activity.transferred IS 'transferred_raw in token units (exact decimal).';
+COMMENT ON COLUMN daily_activity.active_addresses IS 'Distinct non-zero addresses that sent or received the token that day (mint receivers and burners included).';
+COMMENT ON COLUMN daily_activity.first_block IS 'First block of the day with a move of the token.';
+COMMENT ON COLUMN daily_activity.last_block IS 'Last block of the day with a move of the token.';
+
+CREATE OR REPLACE FUNCTION holder_history_from(p_chain_id bigint, p_token text, p_from date)
+    RETURNS TABLE (day date, holder_count bigint, new_holders bigint, joined bigint, exited bigint,
+                   total_shares numeric, multiplier numeric, total_supply_raw numeric, total_supply numeric)
+    LANGUAGE plpgsql STABLE
+    -- One sort by (holder, day) serves the aggregation and the windows (the planner cannot see how
+    -- many holder-days there are, and would hash then sort); JIT costs more than it saves here.
+    SET work_mem = '128MB' SET enable_hashagg = off SET jit = off AS $$
+DECLARE
+    tok tokens%ROWTYPE;
+    holders_now bigint;
+    first_day date;
+    last_day date;
+    from_block bigint;
+BEGIN
+    SELECT * INTO tok FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'token % is not indexed on chain %', p_token, p_chain_id;
+    END IF;
+    SELECT count(*) INTO holders_now FROM share_balances b
+     WHERE b.chain_id = tok.chain_id AND b.token = tok.token AND b.shares > 0;
+    SELECT (k.block_time AT TIME ZONE 'UTC')::date INTO last_day FROM cursors k WHERE k.chain_id = tok.chain_id;
+    SELECT (l.block_time AT TIME ZONE 'UTC')::date INTO first_day FROM transfer_log l
+     WHERE l.chain_id = tok.chain_id AND l.token = tok.token
+     ORDER BY (l.block_time AT TIME ZONE 'UTC')::date LIMIT 1;
+    first_day := greatest(first_day, p_from);
+    SELECT l.block_number INTO from_block FROM transfer_log l
+     WHERE l.chain_id = tok.chain_id AND l.token = tok.token AND (l.block_time AT TIME ZONE 'UTC')::date >= first_day
+     ORDER BY (l.block_time AT TIME ZONE 'UTC')::date, l.block_number LIMIT 1;
+    -- Walk back from the current ledger: a holder's shares at the end of day D are its shares now
+    -- less its moves after D, so only the days asked for are read. Addresses sort as bytes.
+    RETURN QUERY EXECUTE $q$
+    WITH moves AS (        -- net shares per holder and day since first_day; did it receive any?
+        SELECT a.holder COLLATE "C" AS holder, a.day, sum(a.delta) AS delta, bool_or(a.delta > 0) AS received
+          FROM (SELECT l.to_address AS holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, l.shares AS delta
+                  FROM transfer_log l
+                 WHERE l.chain_id = $1 AND l.token = $2 AND (l.block_time AT TIME ZONE 'UTC')::date >= $3
+                UNION ALL
+                SELECT l.from_address, (l.block_time AT TIME ZONE 'UTC')::date, -l.shares
+                  FROM transfer_log l
+                 WHERE l.chain_id = $1 AND l.token = $2 AND (l.block_time AT TIME ZONE 'UTC')::date >= $3) a
+         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY a.holder COLLATE "C", a.day
+    ), sums AS (           -- per holder: moves up to each day, all moves since first_day, receiving days
+        SELECT m.*, sum(m.delta) OVER upto AS upto, sum(m.delta) OVER whole AS whole,
+               count(*) FILTER (WHERE m.received) OVER upto AS receiving_days
+          FROM moves m
+        WINDOW whole AS (PARTITION BY m.holder), upto AS (PARTITION BY m.holder ORDER BY m.day)
+    ), walked AS (         -- shares at the end of each of those days: shares now less the moves after
+        SELECT s.day, s.delta, s.received, s.receiving_days, s.holder COLLATE "default" AS holder,
+               b.shares - s.whole + s.upto AS after
+          FROM sums s
+          JOIN share_balances b ON b.chain_id = $1 AND b.token = $2 AND b.holder = s.holder COLLATE "default"
+    ), changes AS (        -- per day: holders in and out, shares in and out
+        SELECT w.day,
+               count(*) FILTER (WHERE w.after - w.delta <= 0 AND w.after > 0) AS joined,
+               count(*) FILTER (WHERE w.after - w.delta > 0 AND w.after <= 0) AS exited,
+               sum(w.delta) AS net_shares
+          FROM walked w
+         GROUP BY w.day
+    ), newcomers AS (      -- first receipt since first_day, and none before it
+        SELECT w.day, count(*) AS new_holders
+          FROM walked w
+         WHERE w.received AND w.receiving_days = 1
+           AND NOT EXISTS (SELECT 1 FROM transfer_log e
+                            WHERE e.chain_id = $1 AND e.token = $2 AND e.to_address = w.holder
+                              AND e.block_number < $4 AND e.shares > 0)
+         GROUP BY w.day
+    ), totals AS (
+        SELECT g.day::date AS day,
+               ($5 - coalesce(sum(c.joined - c.exited) OVER later, 0))::bigint AS holder_count,
+               coalesce(n.new_holders, 0) AS new_holders, coalesce(c.joined, 0) AS joined,
+               coalesce(c.exited, 0) AS exited, $6 - coalesce(sum(c.net_shares) OVER later, 0) AS total_shares
+          FROM generate_series($3::timestamp, $7::timestamp, interval '1 day') AS g(day)
+          LEFT JOIN changes c ON c.day = g.day::date
+          LEFT JOIN newcomers n ON n.day = g.day::date
+        WINDOW later AS (ORDER BY g.day DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    )
+    SELECT o.day, o.holder_count, o.new_holders, o.joined, o.exited, o.total_shares, o.m,
+           apply_multiplier(o.total_shares, o.m), to_units(apply_multiplier(o.total_shares, o.m), $8)
+      FROM (SELECT x.*, multiplier_at_time($1, $2, (x.day + 1)::timestamp AT TIME ZONE 'UTC' - interval '1 microsecond')
+                        AS m
+              FROM totals x) o
+     ORDER BY o.day
+    $q$ USING tok.chain_id, tok.token, first_day, coalesce(from_block, 0), holders_now, tok.total_shares, last_day,
+              tok.decimals;
+END $$;
+COMMENT ON FUNCTION holder_history_from(bigint, text, date) IS 'holder_history of one token from day p_from (NULL: its first move) to the indexed block, one row per UTC day. It reads only the moves from p_from on, walking back from the current ledger: the way to ask for recent days of a busy token.';
+
+CREATE OR REPLACE VIEW holder_history AS
+SELECT t.chain_id, t.token, t.symbol, h.day, h.holder_count, h.new_holders, h.joined, h.exited, h.total_shares,
+       h.multiplier, h.total_supply_raw, h.total_supply
+  FROM tokens t
+ CROSS JOIN LATERAL holder_history_from(t.chain_id, t.token, NULL) AS h;
+COMMENT ON VIEW holder_history IS 'Per token and UTC day, from the token''s first move to the indexed block: holders and supply at the end of the day (days without moves included). Each read replays the whole history of the tokens it selects (per-holder running balances): filter by symbol (or chain_id, token), and for recent days of a busy token call holder_history_from(chain_id, token, first_day), which reads only those days. A filter on day here does not make it cheaper.';
+COMMENT ON COLUMN holder_history.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN holder_history.token IS 'Token contract address.';
+COMMENT ON COLUMN holder_history.symbol IS 'Token symbol, e.g. TSLAx.';
+COMMENT ON COLUMN holder_history.day IS 'UTC calendar day; the figures are as of its last indexed block.';
+COMMENT ON COLUMN holder_history.holder_count IS 'Addresses holding shares > 0 at the end of the day (as the holders view counts them).';
+COMMENT ON COLUMN holder_history.new_holders IS 'Addresses that received the token that day for the first time ever (shares > 0).';
+COMMENT ON COLUMN holder_history.joined IS 'Addresses whose shares went from 0 to > 0 over the day (new and returning holders).';
+COMMENT ON COLUMN holder_history.exited IS 'Addresses whose shares went from > 0 to 0 over the day.';
+COMMENT ON COLUMN holder_history.total_shares IS 'Shares minted minus burned up to the end of the day.';
+COMMENT ON COLUMN holder_history.multiplier IS 'Multiplier in force at the end of the day (1e18 = 1.0), silent activations included.';
+COMMENT ON COLUMN holder_history.total_supply_raw IS 'floor(total_shares * multiplier / 1e18), base units: totalSupply() at the last block of the day.';
+COMMENT ON COLUMN holder_history.total_supply IS 'total_supply_raw in token units (exact decimal).';
+
+CREATE OR REPLACE VIEW top_holders AS
+SELECT b.chain_id, b.token, t.symbol, rank() OVER w AS rank, b.holder, b.shares,
+       apply_multiplier(b.shares, t.multiplier) AS balance_raw,
+       to_units(apply_multiplier(b.shares, t.multiplier), t.decimals) AS balance,
+       round(b.shares / nullif(t.total_shares, 0), 12) AS share_of_supply,
+       b.updated_block
+  FROM share_balances b
+  JOIN tokens t USING (chain_id, token)
+ WHERE b.shares > 0
+WINDOW w AS (PARTITION BY b.chain_id, b.token, t.symbol ORDER BY b.shares DESC);
+COMMENT ON VIEW top_holders IS 'Current holders ranked within their token by balance, at the indexed block. Filter by symbol and rank: WHERE symbol = ''TSLAx'' AND rank <= 20.';
+COMMENT ON COLUMN top_holders.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN top_holders.token IS 'Token contract address.';
+COMMENT ON COLUMN top_holders.symbol IS 'Token symbol, e.g. TSLAx.';
+COMMENT ON COLUMN top_holders.rank IS '1 for the largest holder of the token on its chain; equal balances share a rank.';
+COMMENT ON COLUMN top_holders.holder IS 'Holder address.';
+COMMENT ON COLUMN top_holders.shares IS 'Internal shares held.';
+COMMENT ON COLUMN top_holders.balance_raw IS 'Balance in base units, equal to balanceOf at the indexed block.';
+COMMENT ON COLUMN top_holders.balance IS 'balance_raw in token units (exact decimal).';
+COMMENT ON COLUMN top_holders.share_of_supply IS 'Fraction of the token''s supply on this chain held (0 to 1, 12 decimals): shares / total shares.';
+COMMENT ON COLUMN top_holders.updated_block IS 'Last block in which this holder''s shares moved.';
+
+CREATE OR REPLACE VIEW multiplier_history AS
+SELECT m.chain_id, m.token, t.symbol, m.block_number,
+       CASE WHEN m.source <> 'initial' THEN m.block_time END AS activated_at,
+       CASE WHEN m.source <> 'initial' THEN coalesce(lag(m.multiplier) OVER w, 1000000000000000000) END
+           AS previous_multiplier,
+       m.multiplier,
+       CASE WHEN m.source <> 'initial'
+            THEN trim_scale(round(m.multiplier / coalesce(lag(m.multiplier) OVER w, 1000000000000000000), 18)) END
+           AS ratio,
+       m.source,
+       s.block_number AS scheduled_block, s.block_time AS scheduled_at
+  FROM multiplier_changes m
+  JOIN tokens t USING (chain_id, token)
+  LEFT JOIN LATERAL (
+        SELECT e.block_number, e.block_time FROM token_events e
+         WHERE e.chain_id = m.chain_id AND e.token = m.token AND e.event = 'MultiplierScheduled'
+           AND e.block_number <= m.block_number AND e.args ->> 'newMultiplier' = m.multiplier::text
+           AND (e.args ->> 'activationTime')::numeric <= extract(epoch FROM m.block_time)
+         ORDER BY e.block_number DESC, e.log_index DESC LIMIT 1) s ON m.source <> 'initial'
+WINDOW w AS (PARTITION BY m.chain_id, m.token, t.symbol ORDER BY m.block_number);
+COMMENT ON VIEW multiplier_history IS 'Every change of a token''s multiplier (splits, reverse splits, reinvested dividends, fee decay), at the first block where the chain applies it, and how the indexer learned it. Balances and supply jump there with no Transfer.';
+COMMENT ON COLUMN multiplier_history.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN multiplier_history.token IS 'Token contract address.';
+COMMENT ON COLUMN multiplier_history.symbol IS 'Token symbol, e.g. TSLAx.';
+COMMENT ON COLUMN multiplier_history.block_number IS 'First block in which the new multiplier is in force (for source initial: the block indexing began after).';
+COMMENT ON COLUMN multiplier_history.activated_at IS 'Timestamp of that block: when balances changed (UTC); NULL for source initial.';
+COMMENT ON COLUMN multiplier_history.previous_multiplier IS 'Multiplier before the change (1e18 = 1.0); NULL for source initial.';
+COMMENT ON COLUMN multiplier_history.multiplier IS 'Multiplier from this block on (1e18 = 1.0).';
+COMMENT ON COLUMN multiplier_history.ratio IS 'multiplier / previous_multiplier: 2 for a 2:1 split, 0.5 for a 1:2 reverse split, slightly below 1 for a fee period.';
+COMMENT ON COLUMN multiplier_history.source IS 'How the change was learned: event (a MultiplierUpdated in that block), observed (the chain''s getCurrentMultiplier changed with no event there: a silent scheduled activation or fee decay), initial (the value in force when indexing began).';
+COMMENT ON COLUMN multiplier_history.scheduled_block IS 'Block of the MultiplierScheduled event that announced this value, if one was emitted; NULL otherwise (immediate updates, fee decay, older contract versions).';
+COMMENT ON COLUMN multiplier_history.scheduled_at IS 'Timestamp of scheduled_block.';
+
+CREATE OR REPLACE VIEW indexer_progress AS
+SELECT c.chain_id, c.name AS chain, k.block_number AS indexed_block, k.block_time AS indexed_block_time,
+       k.head_number AS head_block, k.head_number - k.block_number AS lag_blocks,
+       now() - k.block_time AS indexed_age, k.head_seen_at, k.updated_at,
+       (SELECT count(*) FROM tokens t WHERE t.chain_id = c.chain_id) AS tokens
+  FROM chains c
+  LEFT JOIN cursors k USING (chain_id);
+COMMENT ON VIEW indexer_progress IS 'Per chain: how far the index goes and how far behind the chain head it is. Every other view is exact as of indexed_block.';
+COMMENT ON COLUMN indexer_progress.chain_id IS 'EVM chain id.';
+COMMENT ON COLUMN indexer_progress.chain IS 'Chain name from the config.';
+COMMENT ON COLUMN indexer_progress.indexed_block IS 'Last block whose events are all stored; NULL before the first batch.';
+COMMENT ON COLUMN indexer_progress.indexed_block_time IS 'Timestamp of indexed_block (UTC).';
+COMMENT ON COLUMN indexer_progress.head_block IS 'Chain head as last seen by the running daemon; NULL when no daemon has reported one (a backfill alone does not).';
+COMMENT ON COLUMN indexer_progress.lag_blocks IS 'head_block - indexed_block: blocks not indexed yet (confirmations included).';
+COMMENT ON COLUMN indexer_progress.indexed_age IS 'Wall-clock time since indexed_block was produced: how stale the views are.';
+COMMENT ON COLUMN indexer_progress.head_seen_at IS 'Wall-clock time head_block was seen.';
+COMMENT ON COLUMN indexer_progress.updated_at IS 'Wall-clock time the index last moved.';
+COMMENT ON COLUMN indexer_progress.tokens IS 'Tokens followed on the chain.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Analyst views: time travel by block
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION holders_at(p_chain_id bigint, p_token text, p_block bigint)
+    RETURNS TABLE (holder text, shares numeric, balance_raw numeric, balance numeric)
+    LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    tok tokens%ROWTYPE;
+    m numeric;
+BEGIN
+    SELECT * INTO tok FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'token % is not indexed on chain %', p_token, p_chain_id;
+    END IF;
+    IF p_block > tok.synced_block THEN
+        RAISE EXCEPTION 'block % is past the indexed block % of % on chain %',
+            p_block, tok.synced_block, tok.symbol, p_chain_id;
+    END IF;
+    m := multiplier_at(p_chain_id, tok.token, p_block);
+    -- Read the shorter side of history: the moves up to p_block, or the current ledger less
+    -- the moves after p_block (every address that ever received has a share_balances row).
+    IF tok.synced_block - p_block < p_block - tok.start_block THEN
+        RETURN QUERY
+        WITH later AS (
+            SELECT a.holder, sum(a.delta) AS delta
+              FROM transfer_log l
+             CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+             WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number > p_block
+             GROUP BY a.holder
+        )
+        SELECT b.holder, b.shares - coalesce(x.delta, 0), apply_multiplier(b.shares - coalesce(x.delta, 0), m),
+               to_units(apply_multiplier(b.shares - coalesce(x.delta, 0), m), tok.decimals)
+          FROM share_balances b
+          LEFT JOIN later x ON x.holder = b.holder
+         WHERE b.chain_id = p_chain_id AND b.token = tok.token AND b.shares - coalesce(x.delta, 0) > 0;
+    ELSE
+        RETURN QUERY
+        SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
+          FROM (SELECT a.holder, sum(a.delta) AS shares
+                  FROM transfer_log l
+                 CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+                 WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number <= p_block
+                   AND a.holder <> '0x0000000000000000000000000000000000000000'
+                 GROUP BY a.holder) h
+         WHERE h.shares > 0;
+    END IF;
+END $$;
+COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with shares > 0; balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Reads the moves before or after p_block, whichever side is shorter. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
+
+CREATE OR REPLACE FUNCTION block_at_time(p_chain_id bigint, p_token text, p_at timestamptz) RETURNS bigint
+    LANGUAGE sql STABLE AS $$
+    SELECT greatest(
+        (SELECT l.block_number FROM transfer_log l
+          WHERE l.chain_id = p_chain_id AND l.token = lower(p_token)
+            AND (l.block_time AT TIME ZONE 'UTC')::date <= (p_at AT TIME ZONE 'UTC')::date AND l.block_time <= p_at
+          ORDER BY (l.block_time AT TIME ZONE 'UTC')::date DESC, l.block_number DESC LIMIT 1),
+        (SELECT m.block_number FROM multiplier_changes m
+          WHERE m.chain_id = p_chain_id AND m.token = lower(p_token) AND m.block_time <= p_at AND m.source <> 'initial'
+          ORDER BY m.block_number DESC LIMIT 1))
+$$;
+COMMENT ON FUNCTION block_at_time(bigint, text, timestamptz) IS 'The last block at or before time p_at in which the token''s holders or multiplier changed: the token''s state at p_at is its state at the end of that block, so holders_at / balance_at / supply_at there answer "as of p_at". NULL before its first move.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Analyst views: the analyst role
+-- ---------------------------------------------------------------------------------------------
+--
+-- `analyst` (NOLOGIN) may read the analyst surface and nothing else: SELECT on the views and on
+-- the custody tables analysts read, EXECUTE on the functions. It cannot write, and it cannot
+-- read the ledger tables (transfer_log, share_balances, tokens, cursors, ...) directly.
+-- Operators give it to real logins: CREATE ROLE alice LOGIN IN ROLE analyst.
+--
+-- A view reads its tables with its owner's rights, but a function reads them with its caller's:
+-- the functions that read tables therefore run as their owner (SECURITY DEFINER, with a fixed
+-- search_path so that no caller's objects can stand in for ours), and only analyst and
+-- pg_read_all_data may call them. The role is cluster-wide, so it is created once, by whichever
+-- database migrates first; without CREATEROLE, migrate warns and skips this part.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'analyst') THEN
+        BEGIN
+            CREATE ROLE analyst NOLOGIN;
+            COMMENT ON ROLE analyst IS 'Reads the xstock-indexer analyst views and functions, nothing else; grant it to logins.';
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- created meanwhile by the migration of another database
+            WHEN insufficient_privilege THEN
+                RAISE WARNING 'role analyst not created: % (a superuser can: CREATE ROLE analyst NOLOGIN, then migrate again)', SQLERRM;
+        END;
+    END IF;
+END $$;
+
+DO $$
+DECLARE
+    definer_functions text[] := ARRAY[
+        'multiplier_at(bigint, text, bigint)', 'shares_at(bigint, text, text, bigint)',
+        'balance_at(bigint, text, text, bigint)', 'supply_at(bigint, text, bigint)',
+        'holders_at(bigint, text, bigint)', 'block_at_time(bigint, text, timestamptz)',
+        'holder_history_from(bigint, text, date)',
+        'indexed_now()', 'setting_interval(text)', 'multiplier_at_time(bigint, text, timestamptz)',
+        'supply_at_time(bigint, text, timestamptz)', 'underlying_supply_at(text, timestamptz)',
+        'custody_position(text, timestamptz)', 'custody_covers(text, timestamptz)', 'last_covered_at(text)',
+        'backing_eval(text, timestamptz, timestamptz)', 'backing_at(text, timestamptz)'];
+    pure_functions text[] := ARRAY['to_units(numeric, integer)', 'apply_multiplier(numeric, numeric)',
+                                   'utc_day(timestamptz)'];
+    relations text[] := ARRAY[
+        'transfers', 'holders', 'token_supply', 'daily_activity', 'holder_history', 'top_holders',
+        'multiplier_history', 'indexer_progress', 'backing', 'backing_conditions',
+        'custody_attestations', 'backing_flags', 'privileged_events'];
+    f text;
+    r text;
+BEGIN
+    FOREACH f IN ARRAY definer_functions LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp', f, current_schema());
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_read_all_data', f);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'analyst') THEN
+        RETURN;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO analyst', current_schema());
+    IF has_schema_privilege('public', current_schema(), 'CREATE') THEN
+        RAISE WARNING 'every role, analyst included, may create objects in schema %: REVOKE CREATE ON SCHEMA % FROM PUBLIC (the default since PostgreSQL 15)', current_schema(), current_schema();
+    END IF;
+    FOREACH f IN ARRAY definer_functions || pure_functions LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO analyst', f);
+    END LOOP;
+    FOREACH r IN ARRAY relations LOOP
+        EXECUTE format('GRANT SELECT ON %I TO analyst', r);
+    END LOOP;
+END $$;

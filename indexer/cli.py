@@ -16,7 +16,7 @@ from . import logs
 from .config import Settings, load_settings
 from .errors import IndexerError, mask_secrets
 
-COMMANDS = "migrate, backfill, run, verify, custody, reconcile, status, demo"
+COMMANDS = "migrate, backfill, run, verify, custody, reconcile, status, export, demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--underlying", metavar="SYMBOL", help="underlying of the answer (default: from its symbol)")
     sub.add_parser("reconcile", help="evaluate backing now, open/close flags, print backing and open flags")
     sub.add_parser("status", help="indexed block, head and lag per chain; supply and holders per token")
+    p = sub.add_parser("export", help="write analyst data for spreadsheets (csv) and notebooks (parquet)")
+    export = p.add_subparsers(dest="export_command", metavar="WHAT")
+    export.required = True
+    p = export.add_parser("holders", help="one token's holders at a block (default: its indexed block)")
+    p.add_argument("--token", required=True, metavar="SYMBOL", help="symbol (TSLAx) or token address")
+    p.add_argument("--block", type=_block, metavar="B", help="default: the token's indexed block")
+    p.add_argument("--chain", metavar="NAME", help="needed when the token is indexed on several chains")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--output", "-o", metavar="PATH",
+                   help="- for stdout (default: holders-SYMBOL-CHAIN-BLOCK.csv|parquet here)")
     p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=7)
@@ -136,5 +146,11 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .status import status
 
         print(await status(settings))
+        return 0
+    if args.command == "export":
+        from .export import export_holders
+
+        done = await export_holders(settings, args.token, args.block, args.format, args.output, args.chain)
+        print(done.summary(), file=sys.stderr if done.path == "-" else sys.stdout)
         return 0
     raise AssertionError(args.command)  # pragma: no cover
