@@ -1,0 +1,64 @@
+"""The benchmark harness: end to end on a tiny workload through its real entry point (numbers
+from a workload this small mean nothing; every phase must run, the JSON must have its shape, and
+the indexer's verify must pass inside the run), and its pure helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.live import percentile
+from bench.report import default_path, size_label, sparkline
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_a_tiny_workload(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RPC_URL", "INDEXER_CONFIG")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--transfers", "3000", "--holders", "20", "--live-blocks", "5",
+         "--live-interval", "0.1", "--out", str(out)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "backfill / eth_getLogs" in done.stdout  # the table (plain: stdout is not a terminal)
+
+    result = json.loads(out.read_text())
+    for key in ("machine", "workload", "ceilings", "backfill", "ratios", "verify", "live", "verify_after_live"):
+        assert key in result, key
+    assert result["workload"]["transfers"] == 3000
+    assert result["workload"]["holders"] > 500  # most of the simulator's 1,000 receivers got some
+    assert result["backfill"]["logs"] == result["ceilings"]["eth_getLogs"]["logs"] > 2 * 3000 * 4 // 5
+    assert result["backfill"]["transfers"] >= 3000
+    assert result["backfill"]["peak_rss_mb"] > 0
+    assert result["backfill"]["cpu_s"]["indexer"] > 0 and result["backfill"]["cpu_s"]["anvil"] >= 0
+    for name in ("backfill_vs_getlogs", "backfill_loop_vs_getlogs", "backfill_vs_copy"):
+        assert isinstance(result["ratios"][name], float) and result["ratios"][name] > 0, name
+    assert result["verify"]["exit_code"] == 0 and "equal" in result["verify"]["output"]
+    assert result["verify_after_live"]["exit_code"] == 0
+    for mode in ("http", "ws"):
+        live = result["live"][mode]
+        assert live["blocks"] == 5
+        assert 0 < live["p50_ms"] <= live["p99_ms"] <= live["max_ms"]
+        assert live["daemon"]["exit_code"] == 0
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_result_paths_keep_the_200k_and_1m_runs_apart() -> None:
+    assert [size_label(n) for n in (200_000, 1_000_000, 3_000, 1_234)] == ["200k", "1m", "3k", "1234"]
+    day = {"started_at": "2026-11-24T22:00:00+00:00"}
+    assert default_path(day | {"options": {"transfers": 200_000}}, Path("r")) == Path("r/2026-11-24.json")
+    assert default_path(day | {"options": {"transfers": 1_000_000}}, Path("r")) == Path("r/2026-11-24-1m.json")
+    line, per = sparkline([0.0, 1.0, 2.0, 0.5], width=4)
+    assert (line, per) == (" ██▄", 1)
