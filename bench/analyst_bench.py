@@ -219,6 +219,7 @@ async def load(conn: asyncpg.Connection, rows: int) -> dict[str, Any]:
     t0 = time.monotonic()
     await conn.execute("VACUUM (ANALYZE)")
     out["vacuum_analyze_s"] = round(time.monotonic() - t0, 1)
+    await conn.execute("RESET work_mem; RESET maintenance_work_mem")  # the queries run with the server's settings
     return out
 
 

@@ -21,6 +21,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,6 @@ from indexer.devnet.simulate import Simulator
 from tests.conftest import PgServer, _admin, cli, run_sync
 
 DAY = 86_400
-ONE = 10**18
 ZERO = "0x" + "00" * 20
 _XSTOCK = load_artifact("XStock")
 SHARES_TOPIC = _XSTOCK.event_topic("TransferShares")
@@ -178,9 +178,6 @@ class Scenario:
     def b(self) -> ChainView:
         return self.chains[self.beta.chain_id]
 
-    def touched(self, sim: Simulator, symbol: str) -> list[str]:
-        return sorted(sim.summary.touched[symbol])
-
     def index(self, *args: str) -> None:
         done = cli("backfill", *args, config=self.config)
         assert done.returncode == 0, done.stderr
@@ -196,8 +193,6 @@ class Scenario:
 
 
 def _iso(ts: int) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
