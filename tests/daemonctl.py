@@ -102,7 +102,7 @@ class DaemonProcess:
             return exc.code, exc.read().decode()
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition") -> None:
+async def wait_for(condition: Callable[[], Awaitable[bool]], within: float = 90.0, what: str = "condition") -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await condition():
