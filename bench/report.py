@@ -55,9 +55,15 @@ def attach_baseline(result: dict[str, Any], folder: Path = RESULTS_DIR) -> None:
     ratio = round(result["backfill"]["peak_rss_mb"] / base, 2) if base else None
     result["rss_vs_baseline"] = {
         "baseline": best[1].name, "baseline_transfers": DEFAULT_TRANSFERS, "baseline_peak_rss_mb": base,
+        "baseline_code": _code(best[2]), "same_code": _code(best[2]) == _code(result),
         "peak_rss_mb": result["backfill"]["peak_rss_mb"], "ratio": ratio, "target": RSS_TARGET,
         "target_met": ratio is not None and ratio <= RSS_TARGET,
     }
+
+
+def _code(result: dict[str, Any]) -> str:
+    m = result.get("machine", {})
+    return f"{m.get('git_commit')}{'+' + str(m.get('indexer_diff_sha256')) if m.get('indexer_dirty') else ''}"
 
 
 def write(result: dict[str, Any], path: Path) -> Path:
@@ -160,7 +166,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
     if "rss_vs_baseline" in r:
         x = r["rss_vs_baseline"]
         out.append(("ratio", f"peak RSS / {size_label(x['baseline_transfers'])}",
-                    f"{x['ratio']} ({x['peak_rss_mb']} MB vs {x['baseline_peak_rss_mb']} MB in {x['baseline']}; "
+                    f"{x['ratio']} ({x['peak_rss_mb']} MB vs {x['baseline_peak_rss_mb']} MB in {x['baseline']}"
+                    f"{'' if x['same_code'] else ', measured on other code: ' + x['baseline_code']}; "
                     f"target <= {x['target']}: {'met' if x['target_met'] else 'NOT met'})"))
     out += [("warning", "", w) for w in r.get("warnings", [])]
     for mode, s in r.get("live", {}).items():
