@@ -15,7 +15,7 @@
         +-- RpcError             the node answered with an error that is not transient
 
 Lower-layer exceptions (aiohttp, asyncpg, OSError) are translated once, at the module that owns
-the I/O (chain.py, store.py), with ``raise X(...) from exc``. Messages are one line, carry what a
+the I/O (rpc.py, chain.py, store.py), with ``raise X(...) from exc``. Messages are one line, carry what a
 person needs to act, and never contain a secret: URLs go through :func:`mask_url` first.
 """
 

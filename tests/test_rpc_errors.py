@@ -1,4 +1,4 @@
-"""chain.py's pure helpers: how node errors are classified, where ranges split, log/header parsing."""
+"""rpc.py's and chain.py's pure helpers: how node errors are classified, where ranges split, log/header parsing."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from indexer.chain import _RANGE_ERRORS, StateUnavailable, _is_transient, _result, _split_point, parse_header, parse_log
+from indexer.chain import _split_point, parse_header, parse_log
 from indexer.errors import RpcError, RpcRangeTooLarge, RpcUnavailable
 from indexer.models import Header, RawLog
+from indexer.rpc import _RANGE_ERRORS, StateUnavailable, _is_transient, _result
 
 ALCHEMY_RANGE = (
     "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on "
