@@ -32,55 +32,88 @@ async def backfill(
     store = await Store.open(settings.database_url, role="backfill")
     try:
         await store.migrate()
-        deferred = await store.defer_holder_indexes()
+        deferred = await store.defer_indexes()
         try:
             return list(await asyncio.gather(*(
                 _backfill_chain(settings, cfg, store, from_block, to_block) for cfg in chains)))
         finally:
             if deferred:
                 started = time.perf_counter()
-                await store.build_holder_indexes()
-                log.info("holder_indexes_built", seconds=round(time.perf_counter() - started, 3))
+                await store.build_indexes()
+                log.info("indexes_built", seconds=round(time.perf_counter() - started, 3))
     finally:
         await store.close()
 
 
 async def catch_up(sync: ChainSync, target: int, on_step: Callable[[StepResult], None],
-                   stop: Callable[[], bool] = lambda: False, ahead: int = 2) -> int:
+                   stop: Callable[[], bool] = lambda: False, ahead: int = 1) -> int:
     """Index up to ``target``; returns the number of steps taken (0: nothing to do).
 
-    Below the reorg-reachable tail (``head - max_reorg_depth``) the next ``ahead`` ranges are
-    fetched while the current one is decoded and committed, so the node and PostgreSQL work at
-    the same time as we do. Near the head, after a reorg, or while late tokens catch up, it
-    falls back to plain steps, which check every parent hash as they go."""
+    The next ranges are fetched while the current one is decoded and committed, so the node and
+    PostgreSQL work at the same time as we do. Prefetching is safe in the
+    reorg-reachable tail too: every range's headers link up, and a range whose first parent is
+    not the cursor's block is a reorg, rewound before anything of it is stored (the ranges
+    fetched after it are dropped). For one block, or while late tokens catch up, it takes plain
+    steps."""
     steps = 0
     while not stop():
         cursor = sync.cursor = await sync.store.cursor(sync.chain_id)
         base = cursor.block_number if cursor else sync.first_block - 1
-        safe_end = min(target, sync.head - sync.cfg.max_reorg_depth)
-        if safe_end - base < 2 or sync.has_late_tokens(base):
+        if target - base < 2 or sync.has_late_tokens(base):
             result = await sync.step(target)
             if result is None:
                 return steps
             steps += 1
             on_step(result)
             continue
-        steps += await _pipeline(sync, base + 1, safe_end, on_step, stop, ahead)
+        steps += await _pipeline(sync, base + 1, target, on_step, stop, ahead)
     return steps
 
 
 async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[StepResult], None],
-                    stop: Callable[[], bool], ahead: int) -> int:
-    queue: deque[asyncio.Task[Fetched]] = deque()
-    steps, next_start = 0, start
+                    stop: Callable[[], bool], ahead: int, fetchers: int = 2) -> int:
+    """Fetch ranges one after another (each sized from the answer before it, so a range never
+    runs blind into dense blocks by more than 2x), at most ``ahead`` of them waiting, while this
+    coroutine applies them in order and the commit of each overlaps the decoding of the next."""
+    queue: asyncio.Queue[Fetched | BaseException | None] = asyncio.Queue(maxsize=ahead)
+
+    async def produce() -> None:
+        pending: deque[tuple[int, asyncio.Task[Fetched]]] = deque()
+        next_start = start
+        try:
+            while pending or next_start <= end:
+                while len(pending) < fetchers and next_start <= end:
+                    s, e = sync.plan(next_start, end)
+                    pending.append((e, asyncio.create_task(sync.fetch(s, e))))
+                    next_start = e + 1
+                planned_end, task = pending.popleft()
+                fetched = await task
+                if fetched.end < planned_end:  # cut short (answer too large): plan again from there
+                    for _, later in pending:
+                        later.cancel()
+                    await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+                    pending.clear()
+                    next_start = fetched.end + 1
+                await queue.put(fetched)
+            await queue.put(None)
+        except Exception as exc:  # handed to the consumer, which raises it in order
+            await queue.put(exc)
+        finally:
+            for _, task in pending:
+                task.cancel()
+            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+
+    producer = asyncio.create_task(produce())
+    steps = 0
     sync.overlap = True
     try:
-        while (queue or next_start <= end) and not stop():
-            while len(queue) < ahead and next_start <= end:
-                s, e = sync.plan(next_start, end)
-                queue.append(asyncio.create_task(sync.fetch(s, e)))
-                next_start = e + 1
-            result = await sync.apply(await queue.popleft())
+        while not stop():
+            item = await queue.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            result = await sync.apply(item)
             steps += 1
             on_step(result)
             if result.reorg_depth:
@@ -92,9 +125,8 @@ async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[St
         raise
     finally:
         sync.overlap = False
-        for task in queue:
-            task.cancel()
-        await asyncio.gather(*queue, return_exceptions=True)
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
     return steps
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from . import logs
-from .errors import RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
+from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
 from .models import Header, RawLog, Wire
+from .ranges import RangeSizer
 from .rpc import Rpc, StateUnavailable, _result
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
@@ -97,14 +98,8 @@ class Chain:
         gives one, else in half) and the halves fetched; never retried as is."""
         if not addresses or from_block > to_block:
             return []
-        params = [{
-            "address": list(addresses),
-            "topics": [list(topics0)],
-            "fromBlock": _hex(from_block),
-            "toBlock": _hex(to_block),
-        }]
         try:
-            raws = await self.rpc.request("eth_getLogs", params)
+            raws = await self.rpc.request("eth_getLogs", _logs_params(addresses, topics0, from_block, to_block))
         except RpcRangeTooLarge as exc:
             if from_block == to_block:
                 raise RpcError(f"eth_getLogs for block {from_block} alone is refused as too large: {exc}") from None
@@ -114,11 +109,36 @@ class Chain:
             left = await self.get_logs(addresses, topics0, from_block, mid)
             right = await self.get_logs(addresses, topics0, mid + 1, to_block)
             return left + right
-        if not isinstance(raws, list):
-            raise RpcUnavailable("eth_getLogs answer is not a list")
-        if not all(isinstance(r, dict) for r in raws):
-            raise RpcUnavailable("eth_getLogs answer has a log that is not an object")
-        return [r for r in raws if not r.get("removed", False)]
+        return _clean(raws)
+
+    async def logs_from(
+        self, addresses: Sequence[str], topics0: Sequence[str], from_block: int, to_block: int, sizer: RangeSizer,
+    ) -> tuple[list[Wire], int]:
+        """Logs of [from_block, end] for the largest ``end <= to_block`` answered in one request
+        within ``sizer.answer_limit`` bytes, and that ``end``: a range the node refuses, or whose
+        answer is too large, is cut (in proportion to the answer's length when the node says it,
+        else where the node suggests, else in half) and asked again; the rest is the caller's
+        next range. A single block is always taken whole (up to the client's memory guard)."""
+        end = to_block
+        while True:
+            blocks = end - from_block + 1
+            try:
+                raws = await self.rpc.request("eth_getLogs", _logs_params(addresses, topics0, from_block, end),
+                                              max_body=sizer.answer_limit if blocks > 1 else None)
+            except RpcRangeTooLarge as exc:
+                if blocks == 1:
+                    raise RpcError(f"eth_getLogs for block {from_block} alone is refused as too large: {exc}") from None
+                self.splits += 1
+                if isinstance(exc, AnswerTooLarge):
+                    fewer = sizer.too_large(blocks, exc.size)
+                else:
+                    fewer = sizer.refused(blocks, _split_point(str(exc), from_block, end) - from_block + 1)
+                log.debug("get_logs_cut", from_block=from_block, to_block=end, blocks=fewer, reason=str(exc)[:120])
+                end = from_block + fewer - 1
+                continue
+            out = _clean(raws)
+            sizer.answered(blocks, len(out), self.rpc.last_body_size)
+            return out, end
 
     async def call(self, to: str, data: str, block: int | str = "latest") -> bytes | None:
         return (await self.call_many([(to, data)], block))[0]
@@ -142,6 +162,19 @@ class Chain:
                     raise
                 out.append(bytes.fromhex(result[2:]) if isinstance(result, str) and len(result) > 2 else None)
         return out
+
+
+def _logs_params(addresses: Sequence[str], topics0: Sequence[str], from_block: int, to_block: int) -> list[Any]:
+    return [{"address": list(addresses), "topics": [list(topics0)], "fromBlock": _hex(from_block),
+             "toBlock": _hex(to_block)}]
+
+
+def _clean(raws: Any) -> list[Wire]:
+    if not isinstance(raws, list):
+        raise RpcUnavailable("eth_getLogs answer is not a list")
+    if not all(isinstance(r, dict) for r in raws):
+        raise RpcUnavailable("eth_getLogs answer has a log that is not an object")
+    return [r for r in raws if not r.get("removed", False)]
 
 
 def _split_point(message: str, from_block: int, to_block: int) -> int:

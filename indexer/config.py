@@ -30,9 +30,9 @@ class ChainConfig:
     confirmations: int = 0
     max_reorg_depth: int = 64
     poll_interval: float | None = None  # None: 1 s, or 0.25 s on a local dev chain
-    batch_blocks: int = 1  # first range; doubles while answers stay small (dense chains stay bounded)
+    batch_blocks: int = 1  # first range; then sized by ranges.RangeSizer from the answers
     max_batch_blocks: int = 100_000
-    max_batch_logs: int = 50_000
+    max_batch_logs: int = 50_000  # ranges aim at half; an answer over this many logs' JSON is cut
     chain_id: int | None = None  # expected id; checked against the node when given
     rpc_timeout: float = 30.0  # seconds for one JSON-RPC request before it counts as failed
 

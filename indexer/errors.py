@@ -43,6 +43,15 @@ class RpcRangeTooLarge(Retryable):
     """The node refused an eth_getLogs request as too large; the caller splits the range."""
 
 
+class AnswerTooLarge(RpcRangeTooLarge):
+    """An answer over the size the client accepts; ``size`` is its length when the node said it
+    up front (Content-Length), else None."""
+
+    def __init__(self, message: str, size: int | None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 class DatabaseUnavailable(Retryable):
     """PostgreSQL could not be reached or the connection dropped mid-transaction."""
 

@@ -25,7 +25,7 @@ import orjson
 import tenacity
 
 from . import logs
-from .errors import RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
+from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
 
 log = logs.get("rpc")
 
@@ -72,6 +72,7 @@ class Rpc:
         self._max_wait = max_wait
         self._on_error = on_error
         self.max_body = max_body  # larger answers are refused like a provider's size limit
+        self.last_body_size = 0  # bytes of the last answer read
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self.last_ok = 0.0  # monotonic time of the last usable answer
@@ -92,9 +93,11 @@ class Rpc:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, method: str, params: Sequence[Any]) -> Any:
+    async def request(self, method: str, params: Sequence[Any], max_body: int | None = None) -> Any:
+        """One call; an answer over ``max_body`` bytes (default: the client's guard) raises
+        AnswerTooLarge without being read when the node says its length up front."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        body = await self._with_retries(orjson.dumps(payload), method)
+        body = await self._with_retries(orjson.dumps(payload), method, max_body)
         return _result(body, method)
 
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -122,7 +125,7 @@ class Rpc:
         except KeyError:
             raise RpcUnavailable(f"{mask_url(self.url)}: batch answer is missing ids") from None
 
-    async def _with_retries(self, payload: bytes, method: str) -> Any:
+    async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None) -> Any:
         stop = tenacity.stop_never if self._attempts is None else tenacity.stop_after_attempt(self._attempts)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RpcUnavailable),
@@ -134,7 +137,7 @@ class Rpc:
             with attempt:
                 url = self.url
                 try:
-                    answer = await self._post(url, payload)
+                    answer = await self._post(url, payload, max_body or self.max_body)
                     self.last_ok, self.last_error = time.monotonic(), None
                     return answer
                 except RpcUnavailable as exc:
@@ -146,13 +149,13 @@ class Rpc:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _post(self, url: str, payload: bytes) -> Any:
+    async def _post(self, url: str, payload: bytes, max_body: int) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         shown = mask_url(url)
         try:
             async with self._session.post(url, data=payload, headers={"Content-Type": "application/json"}) as resp:
-                body = await self._read(resp)
+                body = await self._read(resp, max_body)
                 status = resp.status
         except TimeoutError:
             self._count("timeout")
@@ -179,18 +182,20 @@ class Rpc:
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         return decoded
 
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, refused past ``max_body`` bytes (as RpcRangeTooLarge, so eth_getLogs splits
-        the range). Nodes without a result cap (anvil) would otherwise let one range that runs
-        from sparse into dense blocks put hundreds of MB of JSON in memory at once."""
-        if resp.content_length is not None and resp.content_length > self.max_body:
-            raise RpcRangeTooLarge(f"answer of {resp.content_length} bytes is over {self.max_body}")
+    async def _read(self, resp: aiohttp.ClientResponse, max_body: int) -> bytes:
+        """The body, refused past ``max_body`` bytes (AnswerTooLarge, so eth_getLogs cuts the
+        range). Nodes without a result cap (anvil) would otherwise let one range that runs from
+        sparse into dense blocks put hundreds of MB of JSON in memory at once. With a
+        Content-Length the refusal comes before reading, and says the size."""
+        if resp.content_length is not None and resp.content_length > max_body:
+            raise AnswerTooLarge(f"answer of {resp.content_length} bytes is over {max_body}", resp.content_length)
         chunks, size = [], 0
         async for chunk in resp.content.iter_chunked(1 << 20):
             size += len(chunk)
-            if size > self.max_body:
-                raise RpcRangeTooLarge(f"answer is over {self.max_body} bytes")
+            if size > max_body:
+                raise AnswerTooLarge(f"answer is over {max_body} bytes", None)
             chunks.append(chunk)
+        self.last_body_size = size
         return b"".join(chunks)
 
     def _count(self, kind: str) -> None:

@@ -1,8 +1,8 @@
 """One step of the pipeline for one chain: cursor -> target -> fetch -> decode -> fold -> store.
 
 ``ChainSync.step(target)`` is the single code path of both the backfill and the daemon. It
-indexes the next range above the cursor (at most ``range_size`` blocks, adapted to what the node
-accepts) and commits it in one transaction, or, when the node's chain no longer contains the
+indexes the next range above the cursor (sized by ranges.RangeSizer from what the node answered
+so far) and commits it in one transaction, or, when the node's chain no longer contains the
 cursor's block, walks back to the common ancestor and rewinds to it. A reorg deeper than
 ``max_reorg_depth`` raises ReorgTooDeep and changes nothing.
 """
@@ -30,6 +30,7 @@ from .models import (
     Wire,
     underlying_of,
 )
+from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
 
 log = logs.get("sync")
@@ -37,12 +38,14 @@ log = logs.get("sync")
 
 @dataclass(frozen=True)
 class Fetched:
-    """A prefetched range: headers (ends and the reorg-reachable tail) and raw logs."""
+    """A prefetched range: headers (ends and the reorg-reachable tail) and its logs, decoded
+    as soon as they arrived (a decoded move takes a fifth of the memory of its JSON)."""
 
     start: int
     end: int
     headers: dict[int, Header]
-    raws: list[Wire]
+    decoded: Decoded
+    logs: int
     addresses: frozenset[str]
 
 
@@ -72,12 +75,16 @@ class ChainSync:
         self.tokens: dict[str, TokenState] = {}
         self.factories = {f.address: max(f.start_block, self.floor) for f in settings.factories if f.chain == cfg.name}
         self._token_configs = [t for t in settings.tokens if t.chain == cfg.name]
-        self.range_size = cfg.batch_blocks
+        self.sizer = RangeSizer(cfg.batch_blocks, cfg.max_batch_blocks, cfg.max_batch_logs)
         self.head = 0
         self.last_block_time = 0  # timestamp of the last committed block
         self.cursor: Cursor | None = None
         self.overlap = False  # commit batch N while preparing N+1 (backfill pipeline only)
         self._inflight: asyncio.Task[bool] | None = None
+
+    @property
+    def range_size(self) -> int:
+        return self.sizer.blocks
 
     @property
     def first_block(self) -> int:
@@ -164,12 +171,29 @@ class ChainSync:
 
     async def fetch(self, start: int, end: int) -> Fetched:
         """The I/O-heavy half of a step, safe to run ahead of the cursor (prefetch): headers and
-        the logs of every token and factory active by then."""
-        active, factories = self._active(start - 1, end)
+        the logs of every token and factory active by then, for [start, end] or, when the node's
+        answer for that is too large, a shorter range from ``start`` (``Fetched.end`` says)."""
+        # Tokens in step with the cursor, which a prefetch may run ahead of: their synced_block
+        # is the cursor's, not start - 1 (late tokens, behind the cursor, are fetched by apply).
+        base = self.cursor.block_number if self.cursor else self.first_block - 1
+        active, factories = self._active(min(base, start - 1), end)
         headers = await self._headers(start, end)
         addresses = [*active, *factories]
-        raws = await self._logs(addresses, start, end, headers)
-        return Fetched(start, end, headers, raws, frozenset(addresses))
+        asked = end
+        raws, end = await self._logs(addresses, start, end, headers, sized=True)
+        if end < asked:
+            headers = {n: h for n, h in headers.items() if n <= end}
+            if end not in headers:  # below the reorg-reachable tail, where only the ends are read
+                headers[end] = await self.chain.header(end)
+        return Fetched(start, end, headers, self._decode(raws, active, factories, start, headers), len(raws),
+                       frozenset(addresses))
+
+    @staticmethod
+    def _decode(raws: list[Wire], active: dict[str, TokenState], factories: list[str], start: int,
+                headers: dict[int, Header]) -> Decoded:
+        kinds = {a: t.info.kind for a, t in active.items()}
+        starts = {a: t.info.start_block for a, t in active.items() if t.info.start_block > start}
+        return decode.decode(raws, kinds, factories, _times(headers), starts)
 
     async def apply(self, fetched: Fetched, started: float | None = None) -> StepResult:
         """The in-order half: check the range still continues the cursor (else rewind), decode,
@@ -183,12 +207,17 @@ class ChainSync:
             depth, removed = await self._rewind_to_ancestor(cursor)
             return StepResult(start, end, reorg_depth=depth, removed=removed)
         active, factories = self._active(base, end)
+        decoded, n_logs = fetched.decoded, fetched.logs
         missing = [a for a in [*active, *factories] if a not in fetched.addresses]
-        raws = fetched.raws
-        if missing:
-            raws = sorted([*raws, *await self._logs(missing, start, end, fetched.headers)],
-                          key=lambda r: (int(r["blockNumber"], 16), int(r["logIndex"], 16)))
-        result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor, raws=raws)
+        if missing:  # tokens that became active after the prefetch (each token decodes on its own)
+            raws, _ = await self._logs(missing, start, end, fetched.headers)
+            late = self._decode(raws, {a: t for a, t in active.items() if a in missing},
+                                [f for f in factories if f in missing], start, fetched.headers)
+            decoded = Decoded(decoded.transfers + late.transfers, decoded.events + late.events,
+                              decoded.new_tokens + late.new_tokens, decoded.skipped + late.skipped)
+            n_logs += len(raws)
+        result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor,
+                                         given=(decoded, n_logs))
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
     async def _commit(self, batch: BatchWrite) -> None:
@@ -246,15 +275,15 @@ class ChainSync:
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        raws: list[Wire] | None = None,
+        given: tuple[Decoded, int] | None = None,
     ) -> tuple[int, int, int, int]:
         """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
-        given). Without ``move_cursor`` this is a late token's catch-up: the cursor stays."""
-        if raws is None:
-            raws = await self._logs(list(active) + factories, start, end, headers)
-        kinds = {a: t.info.kind for a, t in active.items()}
-        starts = {a: t.info.start_block for a, t in active.items() if t.info.start_block > start}
-        decoded = decode.decode(raws, kinds, factories, _times(headers), starts)
+        given, decoded, with their count). Without ``move_cursor`` this is a late token's
+        catch-up: the cursor stays."""
+        if given is None:
+            raws = (await self._logs(list(active) + factories, start, end, headers))[0]
+            given = self._decode(raws, active, factories, start, headers), len(raws)
+        decoded, n_logs = given
         new_states, extra, extra_logs = await self._discover(decoded, end, headers)
         for state in new_states:
             active[state.info.address] = state
@@ -284,37 +313,34 @@ class ChainSync:
             self.cursor = batch.cursor
         for address, state in active.items():
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
-        return len(raws) + extra_logs, len(transfers), len(events), len(new_states)
+        return n_logs + extra_logs, len(transfers), len(events), len(new_states)
 
-    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header]) -> list[Wire]:
-        """Logs of ``addresses`` in [start, end]. Logs in blocks whose headers we hold must carry
-        those headers' hashes (else the chain moved while we read); blocks whose logs come without
-        blockTimestamp get their headers fetched for the time."""
-        splits = self.chain.splits
+    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header],
+                    sized: bool = False) -> tuple[list[Wire], int]:
+        """Logs of ``addresses`` in [start, end], and ``end``; ``sized``: the range's own request,
+        which may come back shorter (see Chain.logs_from) and sizes the next range. Logs in blocks
+        whose headers we hold must carry those headers' hashes (else the chain moved while we
+        read); blocks whose logs come without blockTimestamp get their headers fetched for the
+        time."""
         topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
-        raws = await self.chain.get_logs(addresses, topics, start, end)
-        self._adapt(end - start + 1, len(raws), self.chain.splits > splits)
+        if sized:
+            raws, end = await self.chain.logs_from(addresses, topics, start, end, self.sizer)
+        else:
+            raws = await self.chain.get_logs(addresses, topics, start, end)
         by_number = {hex(n): h.hash for n, h in headers.items()}
+        untimed = set()
         for r in raws:
-            known = by_number.get(str(r.get("blockNumber")))
+            number = r.get("blockNumber")
+            known = by_number.get(number)  # type: ignore[arg-type]
             if known is not None and known != str(r.get("blockHash", "")).lower():
-                raise ChainMoved(f"a log in block {r.get('blockNumber')} has hash {str(r.get('blockHash'))[:10]}, "
+                raise ChainMoved(f"a log in block {number} has hash {str(r.get('blockHash'))[:10]}, "
                                  f"its header says {known[:10]}")
-        untimed = {r.get("blockNumber") for r in raws if not r.get("blockTimestamp")}
+            if not r.get("blockTimestamp"):
+                untimed.add(number)
         missing = sorted({int(n, 16) for n in untimed if isinstance(n, str)} - set(headers))
         if missing:
             headers.update({h.number: h for h in await self.chain.headers(missing)})
-        return raws
-
-    def _adapt(self, blocks: int, n_logs: int, split: bool) -> None:
-        """Size the next range: halve after a split or an oversized answer, double while
-        answers stay under half of max_batch_logs (memory stays bounded on dense chains)."""
-        if split:
-            self.range_size = max(1, blocks // 2)
-        elif n_logs > self.cfg.max_batch_logs:
-            self.range_size = max(1, self.range_size // 2)
-        elif n_logs < self.cfg.max_batch_logs // 2:
-            self.range_size = min(self.cfg.max_batch_blocks, self.range_size * 2)
+        return raws, end
 
     async def _discover(
         self, decoded: Decoded, end: int, headers: dict[int, Header]
@@ -335,7 +361,7 @@ class ChainSync:
         if not states:
             return [], Decoded(), 0
         first = min(s.info.start_block for s in states)
-        raws = await self._logs([s.info.address for s in states], first, end, headers)
+        raws, _ = await self._logs([s.info.address for s in states], first, end, headers)
         by_start = {s.info.address: s.info.start_block for s in states}
         kinds = {s.info.address: s.info.kind for s in states}
         return states, decode.decode(raws, kinds, (), _times(headers), by_start), len(raws)

@@ -5,6 +5,7 @@ except that it can:
 - refuse an eth_getLogs whose block range exceeds ``max_range`` (Alchemy-style message with a
   suggested range) or whose answer exceeds ``max_logs`` results (the common "query returned
   more than N results" error);
+- answer in chunks with no Content-Length (``chunked``), so the size is known only by reading;
 - inject faults from a queue: HTTP 429, HTTP 500, garbage (non-JSON) bodies, a stall longer than
   the client's timeout, or a dropped connection; one fault per request until the queue is empty.
 Counters record what happened so tests can assert the client saw and survived each fault.
@@ -23,8 +24,10 @@ from aiohttp import web
 
 
 class RpcProxy:
-    def __init__(self, upstream: str, max_range: int | None = None, max_logs: int | None = None) -> None:
+    def __init__(self, upstream: str, max_range: int | None = None, max_logs: int | None = None,
+                 chunked: bool = False) -> None:
         self.upstream = upstream
+        self.chunked = chunked  # answer without Content-Length (chunked), as some gateways do
         self.max_range = max_range
         self.max_logs = max_logs
         self.faults: deque[str] = deque()
@@ -101,6 +104,15 @@ class RpcProxy:
                 self.stats["refused_logs"] += 1
                 return web.json_response({"jsonrpc": "2.0", "id": payload.get("id"), "error": {
                     "code": -32005, "message": f"query returned more than {self.max_logs} results"}})
+        if self.chunked:
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            data = json.dumps(answer).encode()
+            for i in range(0, len(data), 65536):
+                await response.write(data[i : i + 65536])
+            await response.write_eof()
+            return response
         return web.json_response(answer)
 
     def _refuse(self, item: dict[str, Any]) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ After every scenario the views must equal the chain at the indexed block, to the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from indexer.devnet.anvil import Anvil
 from indexer.devnet.deploy import World
 from indexer.devnet.simulate import Simulator
 from tests.chaincheck import compare, snapshot
@@ -90,6 +92,32 @@ async def test_to_block_then_resume(world: World, world_config: Path, database_u
         await conn.close()
     assert cli("backfill", config=world_config).returncode == 0
     assert await compare(database_url, world.rpc_url, touched(world, sim)) == []
+
+
+async def test_reorg_in_the_prefetched_tail_is_rewound_then_indexed(world: World, anvil: Anvil, world_config: Path,
+                                                                   database_url: str) -> None:
+    """The backfill prefetches ranges in the reorg-reachable tail too: a range whose first
+    parent is not the cursor's block is a reorg, rewound before anything of it is stored."""
+    sim = Simulator(world, seed=31, n_holders=10)
+    sim.run(blocks=6, moves_per_block=5)
+    snap, base = anvil.snapshot(), anvil.block_number()
+    while anvil.block_number() - base < 6:
+        sim.batch("TSLAx", n=5)  # one transaction, one block
+    assert cli("backfill", config=world_config).returncode == 0
+    old_head = anvil.block_number()
+    anvil.revert(snap)
+    branch = Simulator(world, seed=131, n_holders=6)
+    branch.run(blocks=10, moves_per_block=4)
+    assert anvil.block_number() >= old_head + 4  # several ranges to prefetch past the old head
+    done = cli("backfill", config=world_config)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    reorgs = [e for e in events if e.get("event") == "reorg"]
+    assert [(e["depth"], e["ancestor"]) for e in reorgs] == [(6, base)]
+    both = touched(world, sim)
+    for token, addresses in touched(world, branch).items():
+        both.setdefault(token, set()).update(addresses)
+    assert await compare(database_url, world.rpc_url, both) == []
 
 
 @pytest.mark.slow
