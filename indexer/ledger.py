@@ -54,36 +54,42 @@ def fold(transfers: Iterable[Transfer]) -> LedgerBatch:
     batch = LedgerBatch()
     holders = batch.holders
     tokens = batch.tokens
-    for t in transfers:
-        token = tokens.get(t.token)
-        if token is None:
-            token = tokens[t.token] = TokenDelta()
-        if t.from_address == ZERO_ADDRESS:
-            if t.to_address == ZERO_ADDRESS:
+    get = holders.get
+    zero = ZERO_ADDRESS
+    token_of, counters = "", TokenDelta()
+    for token, block, _, _, _, frm, to, amount, shares in transfers:
+        if token != token_of:
+            token_of = token
+            counters = tokens.get(token) or tokens.setdefault(token, TokenDelta())
+        if frm == zero:
+            if to == zero:
                 continue  # nothing moves
-            token.shares += t.shares
-            token.minted_raw += t.amount_raw
-            token.mints += 1
-        elif t.to_address == ZERO_ADDRESS:
-            token.shares -= t.shares
-            token.burned_raw += t.amount_raw
-            token.burns += 1
+            counters.shares += shares
+            counters.minted_raw += amount
+            counters.mints += 1
         else:
-            token.transfers += 1
-        if t.from_address != ZERO_ADDRESS:
-            _touch(holders, t.token, t.from_address, -t.shares, t.block_number)
-        if t.to_address != ZERO_ADDRESS:
-            _touch(holders, t.token, t.to_address, t.shares, t.block_number)
+            if to == zero:
+                counters.shares -= shares
+                counters.burned_raw += amount
+                counters.burns += 1
+            else:
+                counters.transfers += 1
+            delta = get((token, frm))
+            if delta is None:
+                holders[(token, frm)] = HolderDelta(-shares, block)
+            else:
+                delta.shares -= shares
+                if block > delta.last_block:
+                    delta.last_block = block
+        if to != zero:
+            delta = get((token, to))
+            if delta is None:
+                holders[(token, to)] = HolderDelta(shares, block)
+            else:
+                delta.shares += shares
+                if block > delta.last_block:
+                    delta.last_block = block
     return batch
-
-
-def _touch(holders: dict[tuple[str, str], HolderDelta], token: str, holder: str, shares: int, block: int) -> None:
-    delta = holders.get((token, holder))
-    if delta is None:
-        holders[(token, holder)] = HolderDelta(shares, block)
-    else:
-        delta.shares += shares
-        delta.last_block = block if block > delta.last_block else delta.last_block
 
 
 def event_samples(events: Iterable[TokenEvent]) -> dict[str, dict[int, int]]:
