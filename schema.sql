@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS share_balances (
     shares         numeric(78,0) NOT NULL,
     updated_block  bigint NOT NULL,
     PRIMARY KEY (chain_id, token, holder)
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE share_balances IS 'The share ledger: shares per holder as of the token''s synced_block, folded from TransferShares (or Transfer for a plain ERC-20). Zero rows are kept so verify can check every address ever seen.';
 
 CREATE TABLE IF NOT EXISTS multiplier_changes (

@@ -11,6 +11,7 @@ everything else is a bug or a constraint the caller broke and propagates as is.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import socket
@@ -54,9 +55,14 @@ def schema_sql() -> str:
     return resources.files("indexer").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-def holder_index_statements() -> list[str]:
-    """The CREATE INDEX statements of the holder indexes, as schema.sql has them."""
-    prefixes = ("CREATE INDEX IF NOT EXISTS transfer_log_from ", "CREATE INDEX IF NOT EXISTS transfer_log_to ")
+# Secondary indexes of transfer_log that a first load builds once at the end (see
+# defer_indexes); the primary key and the BRIN stay (rows arrive in their order: cheap).
+DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to", "transfer_log_day")
+
+
+def deferred_index_statements() -> list[str]:
+    """The CREATE INDEX statements of DEFERRED_INDEXES, as schema.sql has them."""
+    prefixes = tuple(f"CREATE INDEX IF NOT EXISTS {name} " for name in DEFERRED_INDEXES)
     return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
 
 
@@ -253,26 +259,29 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def defer_holder_indexes(self) -> bool:
-        """A first backfill into an empty transfer_log builds the holder indexes once at the end
-        (sorting once is far cheaper than maintaining two random-key btrees row by row). Returns
-        True when it dropped them; ``build_holder_indexes`` restores them, and so does every
-        ``migrate`` (CREATE INDEX IF NOT EXISTS), so a crash can never leave them missing."""
+    async def defer_indexes(self) -> bool:
+        """A first backfill into an empty transfer_log builds its secondary indexes once at the
+        end (sorting once is far cheaper than maintaining random-key btrees row by row). Returns
+        True when it dropped them; ``build_indexes`` restores them, and so does every ``migrate``
+        (CREATE INDEX IF NOT EXISTS), so a crash can never leave them missing."""
         async def run() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
                 if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transfer_log)"):
                     return False
-                await conn.execute("DROP INDEX IF EXISTS transfer_log_from; DROP INDEX IF EXISTS transfer_log_to")
+                await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in DEFERRED_INDEXES))
                 return True
-        return await self._retry("defer_holder_indexes", run)
+        return await self._retry("defer_indexes", run)
 
-    async def build_holder_indexes(self) -> None:
-        async def run() -> None:
+    async def build_indexes(self) -> None:
+        """Build the deferred indexes, side by side (one connection each)."""
+        async def build(statement: str) -> None:
             async with self.pool.acquire() as conn:
                 await conn.execute("SET maintenance_work_mem = '256MB'")
-                for statement in holder_index_statements():
-                    await conn.execute(statement)
-        await self._retry("build_holder_indexes", run)
+                await conn.execute(statement)
+
+        async def run() -> None:
+            await asyncio.gather(*(build(statement) for statement in deferred_index_statements()))
+        await self._retry("build_indexes", run)
 
     async def ensure_chain(self, chain_id: int, name: str) -> None:
         async def run() -> None:
