@@ -97,6 +97,9 @@ CREATE TABLE IF NOT EXISTS share_balances (
     updated_block  bigint NOT NULL,
     PRIMARY KEY (chain_id, token, holder)
 ) WITH (fillfactor = 50);
+-- Half-empty pages: a batch rewrites most balances, and room on the page keeps those updates
+-- HOT (no index entry). Databases created before this setting get it here (new pages only).
+ALTER TABLE share_balances SET (fillfactor = 50);
 COMMENT ON TABLE share_balances IS 'The share ledger: shares per holder as of the token''s synced_block, folded from TransferShares (or Transfer for a plain ERC-20). Zero rows are kept so verify can check every address ever seen.';
 
 CREATE TABLE IF NOT EXISTS multiplier_changes (
