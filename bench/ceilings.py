@@ -33,10 +33,10 @@ import orjson
 
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
 
-RANGES = (1, 2, 4, 8)
+RANGES = (1, 2, 4, 8, 16, 32)
 CONCURRENCY = (1, 2, 4)
 SAMPLE_LOGS = 200_000  # logs in the sample the pairs are tried on, at least SAMPLE_BLOCKS blocks
-SAMPLE_BLOCKS = 32  # a multiple of every range, so that no pair ends on a short request
+SAMPLE_BLOCKS = 64  # a multiple of every range, so that no pair ends on a short request
 COPY_CHUNK_ROWS = 25_000
 
 

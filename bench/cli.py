@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"holders seeded before the transfers (default {d.holders:,}; the simulator adds 1,000 "
                         "receivers)")
     p.add_argument("--per-tx", type=int, default=d.per_tx, metavar="N", help="moves per MoveBatch transaction")
-    p.add_argument("--txs-per-block", type=int, default=d.txs_per_block, metavar="N")
+    p.add_argument("--txs-per-block", type=int, default=d.txs_per_block, metavar="N",
+                   help=f"MoveBatch transactions per block (default {d.txs_per_block}: ~10M gas each, so "
+                        "blocks of about a mainnet block's gas)")
     p.add_argument("--empty-blocks", type=int, default=d.empty_blocks, metavar="N",
                    help="empty blocks mined after the transfers (default 0: the transfers end at the head, inside "
                         "the indexer's reorg-reachable tail)")

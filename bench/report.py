@@ -161,6 +161,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
             ("ratio", "backfill / eth_getLogs", f"{q['backfill_vs_getlogs']} (target >= {q['getlogs_target']}: {met};"
                                                 f" inside the loop {q['backfill_loop_vs_getlogs']})"),
             ("ratio", "backfill / COPY", f"{q['backfill_vs_copy']} (transfers/s over rows/s)"),
+            ("ratio", "free indexer / eth_getLogs",
+             f"{q.get('free_indexer_vs_getlogs')} (at most, for an indexer costing no CPU: anvil and PostgreSQL "
+             f"doing this run's work on these cores)"),
         ]
         out += _cpu_rows(b) + _timeline_rows(b)
     if "rss_vs_baseline" in r:

@@ -1,4 +1,4 @@
-"""The workload: the xStock world on a fresh anvil and N transfers packed into few blocks.
+"""The workload: the xStock world on a fresh anvil and N transfers in blocks of mainnet size.
 
 `generate` deploys 4 xStocks (through the factory) and one plain ERC-20, seeds `holders`
 holders (each approves the desk and MoveBatch and gets a mint of every token), then has
@@ -9,7 +9,10 @@ the simulator's 1,000 extra receivers.
 Anvil mines a block of a few thousand transactions far more slowly than ten blocks of a few
 hundred (the set-up is thousands of single transactions), while the bulk phase wants large
 blocks (a transaction of 200 moves uses 10M gas). So the set-up runs under a lower block gas
-limit, then the limit goes up for the bulk phase.
+limit, then the limit goes up for the bulk phase. By default a bulk block holds 3 transactions of
+200 moves, ~30M gas like a mainnet block, ~1,100 logs: denser blocks are not what a real chain's
+history looks like, and anvil serves them several times more slowly per log, which would lower
+the eth_getLogs ceiling and flatter every ratio measured against it.
 
 Failure modes: `SimulationError` (a move reverted, or the chain disagrees with the simulator),
 `RpcError` / `TimeoutError` from the node.
