@@ -1,9 +1,9 @@
-"""The only module that talks SQL.
+"""The indexer's database: the pool, the writer lock, migrations, and the statements outside a
+batch. With writes.py (the SQL inside a batch and a rewind), the only modules that talk SQL.
 
-One transaction per batch: COPY the batch's transfers, upsert the share ledger set-based (one
-statement for all holders), update token counters and multipliers, store block hashes, and move
-the cursor, all or nothing. ``commit_batch`` is idempotent against a lost acknowledgement: it
-checks the cursor it expects to move from, and a batch already committed is a no-op.
+One transaction per batch (``commit_batch``), all or nothing; it is idempotent against a lost
+acknowledgement: it checks the cursor it expects to move from, and a batch already committed is
+a no-op.
 
 Connection failures become ``DatabaseUnavailable`` (retried by tenacity here, at the edge);
 everything else is a bug or a constraint the caller broke and propagates as is.
@@ -12,23 +12,21 @@ everything else is a bug or a constraint the caller broke and propagates as is.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 import tenacity
 
 from . import logs
-from .errors import DatabaseUnavailable, Fatal, LockHeld, ServiceUnreachable, mask_url
-from .ledger import LedgerBatch
-from .models import ZERO_ADDRESS, Cursor, Header, MultiplierChange, TokenEvent, TokenInfo, TokenKind, Transfer
+from .errors import DatabaseUnavailable, LockHeld, ServiceUnreachable, mask_url
+from .models import Cursor, TokenInfo, TokenKind
+from .writes import TRANSFER_COLUMNS, BatchWrite, TokenState, copy_text, insert_tokens, rewind_to, ts, write_batch
+
+__all__ = ["TRANSFER_COLUMNS", "BatchWrite", "Store", "TokenState", "copy_text", "schema_sql", "ts"]
 
 log = logs.get("store")
 T = TypeVar("T")
@@ -45,11 +43,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
-TRANSFER_COLUMNS = (
-    "chain_id", "token", "block_number", "block_time", "tx_hash", "log_index",
-    "from_address", "to_address", "amount_raw", "shares", "kind",
-)
-
 
 def schema_sql() -> str:
     return resources.files("indexer").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -64,54 +57,6 @@ def deferred_index_statements() -> list[str]:
     """The CREATE INDEX statements of DEFERRED_INDEXES, as schema.sql has them."""
     prefixes = tuple(f"CREATE INDEX IF NOT EXISTS {name} " for name in DEFERRED_INDEXES)
     return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
-
-
-def ts(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def copy_text(chain_id: int, transfers: Sequence[Transfer]) -> bytes:
-    """Transfers in COPY text format. Text, not binary: asyncpg's binary numeric encoding of
-    Python ints costs more than PostgreSQL's parsing of decimal digits (measured: 2.6 s vs 1.4 s
-    for 200k rows). Every value is hex, digits or a timestamp: nothing needs escaping."""
-    times: dict[int, str] = {}
-    zero = ZERO_ADDRESS
-    lines = []
-    for t in transfers:
-        when = times.get(t.block_time)
-        if when is None:
-            when = times[t.block_time] = ts(t.block_time).isoformat()
-        kind = "mint" if t.from_address == zero else "burn" if t.to_address == zero else "transfer"
-        lines.append(f"{chain_id}\t{t.token}\t{t.block_number}\t{when}\t{t.tx_hash}\t{t.log_index}\t"
-                     f"{t.from_address}\t{t.to_address}\t{t.amount_raw}\t{t.shares}\t{kind}\n")
-    return "".join(lines).encode()
-
-
-@dataclass(frozen=True)
-class TokenState:
-    info: TokenInfo
-    synced_block: int
-    multiplier: int
-
-
-@dataclass
-class BatchWrite:
-    """Everything one batch changes; committed atomically by :meth:`Store.commit_batch`."""
-
-    chain_id: int
-    expect_cursor: int | None  # block the cursor must be at (None: no cursor yet)
-    cursor: Cursor | None  # new cursor (None: a late token's catch-up, cursor stays)
-    synced_block: int
-    synced_tokens: list[str]
-    headers: list[Header] = field(default_factory=list)
-    transfers: list[Transfer] = field(default_factory=list)
-    events: list[TokenEvent] = field(default_factory=list)
-    ledger: LedgerBatch = field(default_factory=LedgerBatch)
-    multiplier_changes: list[MultiplierChange] = field(default_factory=list)
-    multipliers: dict[str, int] = field(default_factory=dict)  # token -> M at synced_block
-    new_tokens: list[TokenState] = field(default_factory=list)
-    keep_blocks: int = 128
-    expect_synced: int | None = None  # catch-up: the tokens' synced_block before this batch
 
 
 class Store:
@@ -293,7 +238,7 @@ class Store:
     async def add_tokens(self, tokens: Sequence[TokenState]) -> None:
         async def run() -> None:
             async with self.pool.acquire() as conn, conn.transaction():
-                await _insert_tokens(conn, tokens)
+                await insert_tokens(conn, tokens)
         await self._retry("add_tokens", run)
 
     async def set_head(self, chain_id: int, head: int) -> None:
@@ -308,7 +253,7 @@ class Store:
         async def run() -> bool:
             await self._ensure_lock(batch.chain_id)
             async with self.pool.acquire() as conn, conn.transaction():
-                return await _write_batch(conn, batch)
+                return await write_batch(conn, batch)
         return await self._retry("commit_batch", run)
 
     async def rewind(self, chain_id: int, ancestor: Cursor, tokens: Iterable[str]) -> int:
@@ -318,7 +263,7 @@ class Store:
         async def run() -> int:
             await self._ensure_lock(chain_id)
             async with self.pool.acquire() as conn, conn.transaction():
-                return await _rewind(conn, chain_id, ancestor, token_list)
+                return await rewind_to(conn, chain_id, ancestor, token_list)
         return await self._retry("rewind", run)
 
     async def transact(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -343,171 +288,3 @@ def _token_state(r: asyncpg.Record) -> TokenState:
     info = TokenInfo(r["chain_id"], r["token"], r["symbol"], r["name"], r["underlying"], r["decimals"],
                      TokenKind(r["kind"]), r["start_block"], r["source"])
     return TokenState(info, r["synced_block"], int(r["multiplier"]))
-
-
-async def _insert_tokens(conn: asyncpg.Connection, tokens: Sequence[TokenState]) -> None:
-    for t in tokens:
-        i = t.info
-        await conn.execute(
-            """INSERT INTO tokens (chain_id, token, symbol, name, underlying, decimals, kind, source,
-                                   start_block, synced_block, multiplier)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (chain_id, token) DO NOTHING""",
-            i.chain_id, i.address, i.symbol, i.name, i.underlying, i.decimals, i.kind.value, i.source,
-            i.start_block, t.synced_block, t.multiplier)
-        if t.multiplier != 10**18:
-            await conn.execute(
-                """INSERT INTO multiplier_changes (chain_id, token, block_number, block_time, multiplier, source)
-                   VALUES ($1, $2, $3, now(), $4, 'initial') ON CONFLICT DO NOTHING""",
-                i.chain_id, i.address, max(t.synced_block, 0), t.multiplier)
-
-
-async def _write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
-    chain_id = b.chain_id
-    current = await conn.fetchval("SELECT block_number FROM cursors WHERE chain_id = $1 FOR UPDATE", chain_id)
-    if b.cursor is not None:
-        if current is not None and current == b.cursor.block_number and current != b.expect_cursor:
-            return False  # committed before; the acknowledgement was lost
-        if current != b.expect_cursor:
-            raise Fatal(f"cursor of chain {chain_id} moved under us: expected {b.expect_cursor}, "
-                        f"found {current}; is another writer running without the lock?")
-    elif b.expect_synced is not None:
-        synced = await conn.fetchval(
-            "SELECT max(synced_block) FROM tokens WHERE chain_id = $1 AND token = ANY($2)", chain_id, b.synced_tokens)
-        if synced == b.synced_block:
-            return False
-        if synced != b.expect_synced:
-            raise Fatal(f"tokens of chain {chain_id} moved under us: expected block {b.expect_synced}, found {synced}")
-    if b.new_tokens:
-        await _insert_tokens(conn, b.new_tokens)
-    if b.transfers:
-        await conn.copy_to_table("transfer_log", source=io.BytesIO(copy_text(chain_id, b.transfers)),
-                                 columns=TRANSFER_COLUMNS, format="text")
-    if b.events:
-        await conn.executemany(
-            """INSERT INTO token_events (chain_id, token, block_number, block_time, tx_hash, log_index, event, args)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8::jsonb) ON CONFLICT DO NOTHING""",
-            [(chain_id, e.token, e.block_number, ts(e.block_time), e.tx_hash, e.log_index, e.name,
-              orjson.dumps(e.args).decode()) for e in b.events])
-    await _apply_ledger(conn, chain_id, b.ledger)
-    if b.multiplier_changes:
-        await conn.executemany(
-            """INSERT INTO multiplier_changes (chain_id, token, block_number, block_time, multiplier, source)
-               VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (chain_id, token, block_number)
-               DO UPDATE SET multiplier = EXCLUDED.multiplier, source = EXCLUDED.source""",
-            [(chain_id, m.token, m.block_number, ts(m.block_time), m.multiplier, m.source)
-             for m in b.multiplier_changes])
-    tokens = list(b.synced_tokens)
-    await conn.execute(
-        """UPDATE tokens t SET synced_block = $2, multiplier = coalesce(u.m, t.multiplier)
-             FROM unnest($3::text[], $4::numeric[]) AS u(token, m)
-            WHERE t.chain_id = $1 AND t.token = u.token""",
-        chain_id, b.synced_block, tokens, [b.multipliers.get(t) for t in tokens])
-    if b.headers:
-        await conn.executemany(
-            """INSERT INTO recent_blocks (chain_id, block_number, block_hash, parent_hash, block_time)
-               VALUES ($1,$2,$3,$4,$5) ON CONFLICT (chain_id, block_number)
-               DO UPDATE SET block_hash = EXCLUDED.block_hash, parent_hash = EXCLUDED.parent_hash,
-                             block_time = EXCLUDED.block_time""",
-            [(chain_id, h.number, h.hash, h.parent_hash, ts(h.timestamp)) for h in b.headers])
-    if b.cursor is not None:
-        c = b.cursor
-        await conn.execute(
-            """INSERT INTO cursors (chain_id, block_number, block_hash, block_time, updated_at)
-               VALUES ($1,$2,$3,$4, now()) ON CONFLICT (chain_id) DO UPDATE
-               SET block_number = EXCLUDED.block_number, block_hash = EXCLUDED.block_hash,
-                   block_time = EXCLUDED.block_time, updated_at = now()""",
-            chain_id, c.block_number, c.block_hash, ts(c.block_time))
-        await conn.execute(
-            "DELETE FROM recent_blocks WHERE chain_id = $1 AND block_number < $2",
-            chain_id, c.block_number - b.keep_blocks)
-    return True
-
-
-async def _apply_ledger(conn: asyncpg.Connection, chain_id: int, ledger: LedgerBatch) -> None:
-    if ledger.holders:
-        keys = list(ledger.holders)
-        await conn.execute(
-            """INSERT INTO share_balances (chain_id, token, holder, shares, updated_block)
-               SELECT $1, u.token, u.holder, u.shares, u.block
-                 FROM unnest($2::text[], $3::text[], $4::text[]::numeric[], $5::bigint[])
-                      AS u(token, holder, shares, block)
-               ON CONFLICT (chain_id, token, holder) DO UPDATE
-               SET shares = share_balances.shares + EXCLUDED.shares,
-                   updated_block = greatest(share_balances.updated_block, EXCLUDED.updated_block)""",
-            chain_id, [k[0] for k in keys], [k[1] for k in keys],
-            [str(ledger.holders[k].shares) for k in keys], [ledger.holders[k].last_block for k in keys])
-    if ledger.tokens:
-        names = list(ledger.tokens)
-        d = [ledger.tokens[n] for n in names]
-        await conn.execute(
-            """UPDATE tokens t SET total_shares = t.total_shares + u.shares,
-                      minted_raw = t.minted_raw + u.minted, burned_raw = t.burned_raw + u.burned,
-                      mint_count = t.mint_count + u.mints, burn_count = t.burn_count + u.burns,
-                      transfer_count = t.transfer_count + u.moves
-                 FROM unnest($2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                             $6::bigint[], $7::bigint[], $8::bigint[])
-                      AS u(token, shares, minted, burned, mints, burns, moves)
-                WHERE t.chain_id = $1 AND t.token = u.token""",
-            chain_id, names, [x.shares for x in d], [x.minted_raw for x in d], [x.burned_raw for x in d],
-            [x.mints for x in d], [x.burns for x in d], [x.transfers for x in d])
-
-
-async def _rewind(conn: asyncpg.Connection, chain_id: int, ancestor: Cursor, tokens: list[str]) -> int:
-    a = ancestor.block_number
-    zero = "0x" + "00" * 20
-    await conn.execute(
-        """WITH moved AS (
-               SELECT token, holder, sum(delta) AS delta FROM (
-                   SELECT token, to_address AS holder, shares AS delta FROM transfer_log
-                    WHERE chain_id = $1 AND token = ANY($3) AND block_number > $2 AND to_address <> $4
-                   UNION ALL
-                   SELECT token, from_address, -shares FROM transfer_log
-                    WHERE chain_id = $1 AND token = ANY($3) AND block_number > $2 AND from_address <> $4
-               ) x GROUP BY token, holder)
-           UPDATE share_balances b SET shares = b.shares - m.delta
-             FROM moved m WHERE b.chain_id = $1 AND b.token = m.token AND b.holder = m.holder""",
-        chain_id, a, tokens, zero)
-    await conn.execute(
-        """UPDATE tokens t SET total_shares = t.total_shares - x.minted_shares + x.burned_shares,
-                  minted_raw = t.minted_raw - x.minted, burned_raw = t.burned_raw - x.burned,
-                  mint_count = t.mint_count - x.mints, burn_count = t.burn_count - x.burns,
-                  transfer_count = t.transfer_count - x.moves
-             FROM (SELECT token,
-                          coalesce(sum(shares) FILTER (WHERE kind = 'mint'), 0) AS minted_shares,
-                          coalesce(sum(shares) FILTER (WHERE kind = 'burn'), 0) AS burned_shares,
-                          coalesce(sum(amount_raw) FILTER (WHERE kind = 'mint'), 0) AS minted,
-                          coalesce(sum(amount_raw) FILTER (WHERE kind = 'burn'), 0) AS burned,
-                          count(*) FILTER (WHERE kind = 'mint') AS mints,
-                          count(*) FILTER (WHERE kind = 'burn') AS burns,
-                          count(*) FILTER (WHERE kind = 'transfer') AS moves
-                     FROM transfer_log WHERE chain_id = $1 AND token = ANY($3) AND block_number > $2
-                    GROUP BY token) x
-            WHERE t.chain_id = $1 AND t.token = x.token""",
-        chain_id, a, tokens)
-    removed = await conn.fetchval(
-        "WITH d AS (DELETE FROM transfer_log WHERE chain_id = $1 AND token = ANY($3) AND block_number > $2 "
-        "RETURNING 1) SELECT count(*) FROM d", chain_id, a, tokens)
-    await conn.execute(
-        """UPDATE share_balances b SET updated_block = coalesce(greatest(
-               (SELECT max(block_number) FROM transfer_log l WHERE l.chain_id = b.chain_id
-                  AND l.token = b.token AND l.from_address = b.holder),
-               (SELECT max(block_number) FROM transfer_log l WHERE l.chain_id = b.chain_id
-                  AND l.token = b.token AND l.to_address = b.holder)), 0)
-            WHERE b.chain_id = $1 AND b.updated_block > $2""", chain_id, a)
-    for table in ("token_events", "multiplier_changes", "recent_blocks"):
-        await conn.execute(f"DELETE FROM {table} WHERE chain_id = $1 AND block_number > $2", chain_id, a)
-    orphans = [r["token"] for r in await conn.fetch(
-        "SELECT token FROM tokens WHERE chain_id = $1 AND source LIKE 'factory:%' AND start_block > $2",
-        chain_id, a)]
-    if orphans:
-        await conn.execute("DELETE FROM share_balances WHERE chain_id = $1 AND token = ANY($2)", chain_id, orphans)
-        await conn.execute("DELETE FROM multiplier_changes WHERE chain_id = $1 AND token = ANY($2)", chain_id, orphans)
-        await conn.execute("DELETE FROM tokens WHERE chain_id = $1 AND token = ANY($2)", chain_id, orphans)
-    await conn.execute(
-        """UPDATE tokens SET synced_block = least(synced_block, $2),
-                  multiplier = multiplier_at(chain_id, token, least(synced_block, $2))
-            WHERE chain_id = $1""", chain_id, a)
-    await conn.execute(
-        "UPDATE cursors SET block_number = $2, block_hash = $3, block_time = $4, updated_at = now() "
-        "WHERE chain_id = $1", chain_id, a, ancestor.block_hash, ts(ancestor.block_time))
-    return int(removed or 0)

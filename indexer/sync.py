@@ -13,25 +13,23 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from . import calls, decode, logs
-from .chain import Chain, StateUnavailable
+from . import decode, logs
+from .chain import Chain
 from .config import ChainConfig, Settings
 from .errors import ChainMoved, ConfigError, ReorgTooDeep
-from .ledger import event_samples, find_changes, fold
+from .ledger import fold
 from .models import (
     ONE,
     Cursor,
     Decoded,
     Header,
-    MultiplierChange,
-    TokenEvent,
     TokenInfo,
-    TokenKind,
     Wire,
     underlying_of,
 )
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
+from .tokens import initial_multiplier, multipliers, read_token
 
 log = logs.get("sync")
 
@@ -102,41 +100,14 @@ class ChainSync:
             if tc.address in self.tokens:
                 continue
             start = max(tc.start_block, self.floor)
-            info = await self._read_token(tc.address, "latest", start, "config", tc.symbol, tc.underlying)
+            info = await read_token(self.chain, self.chain_id, tc.address, "latest", start, "config", tc.symbol,
+                                    tc.underlying)
             if info is None:
                 raise ConfigError(f"token {tc.address} (token[{i}]) has no contract code on chain {self.cfg.name}")
-            fresh.append(TokenState(info, start - 1, await self._initial_multiplier(info)))
+            fresh.append(TokenState(info, start - 1, await initial_multiplier(self.chain, info)))
         if fresh:
             await self.store.add_tokens(fresh)
             self.tokens = await self.store.tokens(self.chain_id)
-
-    async def _read_token(
-        self, address: str, block: int | str, start_block: int, source: str,
-        symbol: str | None = None, underlying: str | None = None,
-    ) -> TokenInfo | None:
-        answers = await self.chain.call_many(
-            [(address, calls.SYMBOL), (address, calls.NAME), (address, calls.DECIMALS),
-             (address, calls.GET_CURRENT_MULTIPLIER)], block)
-        code = await self.chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
-        if not code or code == "0x":
-            return None
-        sym = symbol or calls.as_text(answers[0]) or address[:10]
-        kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
-        decimals = calls.as_uint(answers[2])
-        return TokenInfo(self.chain_id, address, sym, calls.as_text(answers[1]) or sym,
-                         underlying or underlying_of(sym), 18 if decimals is None else decimals,
-                         kind, start_block, source)
-
-    async def _initial_multiplier(self, info: TokenInfo) -> int:
-        if info.kind is TokenKind.ERC20 or info.start_block == 0:
-            return ONE
-        try:
-            value = calls.as_multiplier(await self.chain.call(info.address, calls.GET_CURRENT_MULTIPLIER,
-                                                              info.start_block - 1))
-        except StateUnavailable:
-            log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
-            return ONE
-        return value or ONE
 
     async def target(self) -> int:
         """The highest block to index now: head minus confirmations."""
@@ -289,7 +260,7 @@ class ChainSync:
             active[state.info.address] = state
         transfers = decoded.transfers + extra.transfers
         events = decoded.events + extra.events
-        changes, at_end = await self._multipliers(active, base, end, events, headers)
+        changes, at_end = await multipliers(self.chain, active, base, end, events, headers)
         end_header = headers[end]
         batch = BatchWrite(
             chain_id=self.chain_id,
@@ -351,7 +322,8 @@ class ChainSync:
         for nt in decoded.new_tokens:
             if nt.token in self.tokens or any(s.info.address == nt.token for s in states):
                 continue
-            info = await self._read_token(nt.token, end, nt.block_number, f"factory:{nt.factory}", nt.symbol)
+            info = await read_token(self.chain, self.chain_id, nt.token, end, nt.block_number,
+                                    f"factory:{nt.factory}", nt.symbol)
             if info is None:
                 continue
             info = TokenInfo(info.chain_id, info.address, nt.symbol, nt.name, underlying_of(nt.symbol),
@@ -365,45 +337,6 @@ class ChainSync:
         by_start = {s.info.address: s.info.start_block for s in states}
         kinds = {s.info.address: s.info.kind for s in states}
         return states, decode.decode(raws, kinds, (), _times(headers), by_start), len(raws)
-
-    async def _multipliers(
-        self, active: dict[str, TokenState], base: int, end: int,
-        events: list[TokenEvent], headers: dict[int, Header],
-    ) -> tuple[list[MultiplierChange], dict[str, int]]:
-        """Multiplier in force at ``end`` for every xStock, and every change inside the range,
-        found where it took effect (silent activations included)."""
-        xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
-        if not xstocks:
-            return [], {}
-        try:
-            answers = await self.chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], end)
-        except StateUnavailable:
-            answers = [None] * len(xstocks)
-        from_events = event_samples(events)
-        changes: list[MultiplierChange] = []
-        at_end: dict[str, int] = {}
-
-        async def block_time(n: int) -> int:
-            if n not in headers:
-                headers[n] = await self.chain.header(n)
-            return headers[n].timestamp
-
-        for address, answer in zip(xstocks, answers, strict=True):
-            state = active[address]
-            lo = max(base, state.synced_block)
-            seen = from_events.get(address, {})
-            samples = [(lo, state.multiplier), *sorted((b, v) for b, v in seen.items() if lo < b < end)]
-            value = calls.as_multiplier(answer)
-            if value is None:
-                value = seen.get(end, samples[-1][1])
-            samples.append((end, value))
-
-            async def probe(n: int, address: str = address) -> int:
-                return calls.as_multiplier(await self.chain.call(address, calls.GET_CURRENT_MULTIPLIER, n)) or ONE
-
-            changes += await find_changes(address, samples, probe, block_time, set(seen))
-            at_end[address] = value
-        return changes, at_end
 
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""

@@ -4,6 +4,8 @@ it returns tile the chain exactly, with the same logs as one unbounded eth_getLo
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from indexer.chain import Chain, Rpc
@@ -116,7 +118,7 @@ async def test_answers_over_the_limit_are_cut_and_the_ranges_tile_the_chain(busy
     assert len(whole) > 300
     assert [_key(r) for r in logs] == [_key(r) for r in whole]
     assert ranges[0][0] == 0 and ranges[-1][1] == head
-    assert all(a[1] + 1 == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))
     assert sizer.refusals >= 1 and chain.splits == sizer.refusals
     assert len(ranges) > 3
     if not chunked:

@@ -1,0 +1,88 @@
+"""What the indexer asks a token contract: its identity when it is first seen, and its
+multiplier, at the end of each range and, by bisection, wherever it changed inside it.
+
+Failure modes: RpcError / RpcUnavailable from the node; StateUnavailable (no historical state)
+is absorbed: the value at the range's end then comes from the events, the start's is 1e18.
+"""
+
+from __future__ import annotations
+
+from . import calls, logs
+from .chain import Chain, StateUnavailable
+from .ledger import event_samples, find_changes
+from .models import ONE, Header, MultiplierChange, TokenEvent, TokenInfo, TokenKind, underlying_of
+from .writes import TokenState
+
+log = logs.get("tokens")
+
+
+async def read_token(
+    chain: Chain, chain_id: int, address: str, block: int | str, start_block: int, source: str,
+    symbol: str | None = None, underlying: str | None = None,
+) -> TokenInfo | None:
+    """What the contract at ``address`` says of itself at ``block``: symbol, name, decimals and
+    kind (an xStock answers getCurrentMultiplier); None when there is no code there."""
+    answers = await chain.call_many(
+        [(address, calls.SYMBOL), (address, calls.NAME), (address, calls.DECIMALS),
+         (address, calls.GET_CURRENT_MULTIPLIER)], block)
+    code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
+    if not code or code == "0x":
+        return None
+    sym = symbol or calls.as_text(answers[0]) or address[:10]
+    kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+    decimals = calls.as_uint(answers[2])
+    return TokenInfo(chain_id, address, sym, calls.as_text(answers[1]) or sym,
+                     underlying or underlying_of(sym), 18 if decimals is None else decimals,
+                     kind, start_block, source)
+
+async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
+    """The multiplier in force just before the token's start block (1e18 without the state)."""
+    if info.kind is TokenKind.ERC20 or info.start_block == 0:
+        return ONE
+    try:
+        value = calls.as_multiplier(await chain.call(info.address, calls.GET_CURRENT_MULTIPLIER,
+                                                          info.start_block - 1))
+    except StateUnavailable:
+        log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
+        return ONE
+    return value or ONE
+
+
+async def multipliers(
+    chain: Chain, active: dict[str, TokenState], base: int, end: int,
+    events: list[TokenEvent], headers: dict[int, Header],
+) -> tuple[list[MultiplierChange], dict[str, int]]:
+    """Multiplier in force at ``end`` for every xStock, and every change inside the range,
+    found where it took effect (silent activations included)."""
+    xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
+    if not xstocks:
+        return [], {}
+    try:
+        answers = await chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], end)
+    except StateUnavailable:
+        answers = [None] * len(xstocks)
+    from_events = event_samples(events)
+    changes: list[MultiplierChange] = []
+    at_end: dict[str, int] = {}
+
+    async def block_time(n: int) -> int:
+        if n not in headers:
+            headers[n] = await chain.header(n)
+        return headers[n].timestamp
+
+    for address, answer in zip(xstocks, answers, strict=True):
+        state = active[address]
+        lo = max(base, state.synced_block)
+        seen = from_events.get(address, {})
+        samples = [(lo, state.multiplier), *sorted((b, v) for b, v in seen.items() if lo < b < end)]
+        value = calls.as_multiplier(answer)
+        if value is None:
+            value = seen.get(end, samples[-1][1])
+        samples.append((end, value))
+
+        async def probe(n: int, address: str = address) -> int:
+            return calls.as_multiplier(await chain.call(address, calls.GET_CURRENT_MULTIPLIER, n)) or ONE
+
+        changes += await find_changes(address, samples, probe, block_time, set(seen))
+        at_end[address] = value
+    return changes, at_end
