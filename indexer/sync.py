@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import decode, logs
 from .chain import Chain
@@ -24,12 +24,13 @@ from .models import (
     Decoded,
     Header,
     TokenInfo,
+    TokenKind,
     Wire,
     underlying_of,
 )
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
-from .tokens import initial_multiplier, multipliers, read_token
+from .tokens import initial_multiplier, multipliers, multipliers_at, read_token
 
 log = logs.get("sync")
 
@@ -45,6 +46,7 @@ class Fetched:
     decoded: Decoded
     logs: int
     addresses: frozenset[str]
+    multipliers: dict[str, bytes | None] = field(default_factory=dict)  # getCurrentMultiplier at end
 
 
 @dataclass(frozen=True)
@@ -151,13 +153,18 @@ class ChainSync:
         headers = await self._headers(start, end)
         addresses = [*active, *factories]
         asked = end
-        raws, end = await self._logs(addresses, start, end, headers, sized=True)
+        # The multipliers at the range's end are read beside its logs (kept if the range is not cut).
+        xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
+        (raws, end), answers = await asyncio.gather(self._logs(addresses, start, end, headers, sized=True),
+                                                    multipliers_at(self.chain, xstocks, end))
+        at_end = dict(zip(xstocks, answers, strict=True))
         if end < asked:
+            at_end = {}
             headers = {n: h for n, h in headers.items() if n <= end}
             if end not in headers:  # below the reorg-reachable tail, where only the ends are read
                 headers[end] = await self.chain.header(end)
         return Fetched(start, end, headers, self._decode(raws, active, factories, start, headers), len(raws),
-                       frozenset(addresses))
+                       frozenset(addresses), at_end)
 
     @staticmethod
     def _decode(raws: list[Wire], active: dict[str, TokenState], factories: list[str], start: int,
@@ -188,7 +195,7 @@ class ChainSync:
                               decoded.new_tokens + late.new_tokens, decoded.skipped + late.skipped)
             n_logs += len(raws)
         result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor,
-                                         given=(decoded, n_logs))
+                                         given=(decoded, n_logs), known=fetched.multipliers)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
     async def _commit(self, batch: BatchWrite) -> None:
@@ -246,7 +253,7 @@ class ChainSync:
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        given: tuple[Decoded, int] | None = None,
+        given: tuple[Decoded, int] | None = None, known: dict[str, bytes | None] | None = None,
     ) -> tuple[int, int, int, int]:
         """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
         given, decoded, with their count). Without ``move_cursor`` this is a late token's
@@ -260,7 +267,7 @@ class ChainSync:
             active[state.info.address] = state
         transfers = decoded.transfers + extra.transfers
         events = decoded.events + extra.events
-        changes, at_end = await multipliers(self.chain, active, base, end, events, headers)
+        changes, at_end = await multipliers(self.chain, active, base, end, events, headers, known)
         end_header = headers[end]
         batch = BatchWrite(
             chain_id=self.chain_id,

@@ -7,6 +7,8 @@ is absorbed: the value at the range's end then comes from the events, the start'
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from . import calls, logs
 from .chain import Chain, StateUnavailable
 from .ledger import event_samples, find_changes
@@ -48,19 +50,29 @@ async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
     return value or ONE
 
 
+async def multipliers_at(chain: Chain, xstocks: list[str], block: int) -> list[bytes | None]:
+    """getCurrentMultiplier of each xStock at ``block`` (None each without the state)."""
+    if not xstocks:
+        return []
+    try:
+        return await chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], block)
+    except StateUnavailable:
+        return [None] * len(xstocks)
+
+
 async def multipliers(
     chain: Chain, active: dict[str, TokenState], base: int, end: int,
-    events: list[TokenEvent], headers: dict[int, Header],
+    events: list[TokenEvent], headers: dict[int, Header], known: Mapping[str, bytes | None] | None = None,
 ) -> tuple[list[MultiplierChange], dict[str, int]]:
     """Multiplier in force at ``end`` for every xStock, and every change inside the range,
     found where it took effect (silent activations included)."""
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
     if not xstocks:
         return [], {}
-    try:
-        answers = await chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], end)
-    except StateUnavailable:
-        answers = [None] * len(xstocks)
+    read = dict(known or {})
+    asked = [a for a in xstocks if a not in read]
+    read.update(zip(asked, await multipliers_at(chain, asked, end), strict=True))
+    answers = [read[a] for a in xstocks]
     from_events = event_samples(events)
     changes: list[MultiplierChange] = []
     at_end: dict[str, int] = {}
