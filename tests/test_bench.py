@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from bench.harness import _free_indexer_bound
 from bench.live import percentile
 from bench.report import default_path, size_label, sparkline
 from tests.conftest import REPO_ROOT
@@ -62,3 +64,14 @@ def test_result_paths_keep_the_200k_and_1m_runs_apart() -> None:
     assert default_path(day | {"options": {"transfers": 1_000_000}}, Path("r")) == Path("r/2026-11-24-1m.json")
     line, per = sparkline([0.0, 1.0, 2.0, 0.5], width=4)
     assert (line, per) == (" ██▄", 1)
+
+
+def test_free_indexer_bound_is_what_anvil_and_postgres_leave() -> None:
+    cores = psutil.cpu_count() or 1
+    getlogs = {"logs_per_s": 100_000}
+    # 100k logs; anvil 0.5 s and PostgreSQL 0.6 s of CPU: on 2+ cores PostgreSQL alone bounds
+    # the run at 0.6 s (166,667 logs/s, 1.667 of the ceiling); on one core both add up.
+    backfill = {"logs": 100_000, "cpu_s": {"anvil": 0.5, "postgres": 0.6}}
+    expected = round(100_000 / max(0.6, 1.1 / cores) / 100_000, 3)
+    assert _free_indexer_bound(backfill, getlogs) == expected
+    assert _free_indexer_bound({"logs": 1, "cpu_s": {"anvil": 0.5, "postgres": None}}, getlogs) is None
