@@ -24,8 +24,8 @@ async def writer(
 ) -> AsyncIterator[ChainSync]:
     chain, chain_id = await connect(cfg.rpc, cfg.name, cfg.chain_id, attempts=attempts, on_error=on_error,
                                     rpc_timeout=cfg.rpc_timeout,
-                                    # a memory guard only (~640 B of JSON per log): refusing answers
-                                    # near the batch size made anvil compute them twice or more
+                                    # the last-resort guard (a single block, other calls); eth_getLogs
+                                    # ranges have their own limit (RangeSizer.answer_limit)
                                     max_body=cfg.max_batch_logs * 10_000)
     try:
         rows = await store.fetch("SELECT chain_id FROM chains WHERE name = $1", cfg.name)
