@@ -50,11 +50,10 @@ async def catch_up(sync: ChainSync, target: int, on_step: Callable[[StepResult],
     """Index up to ``target``; returns the number of steps taken (0: nothing to do).
 
     The next ranges are fetched while the current one is decoded and committed, so the node and
-    PostgreSQL work at the same time as we do. Prefetching is safe in the
-    reorg-reachable tail too: every range's headers link up, and a range whose first parent is
-    not the cursor's block is a reorg, rewound before anything of it is stored (the ranges
-    fetched after it are dropped). For one block, or while late tokens catch up, it takes plain
-    steps."""
+    PostgreSQL work at the same time as we do. Prefetching is safe in the reorg-reachable tail
+    too: every range's headers link up, and a range whose first parent is not the cursor's block
+    is a reorg, rewound before anything of it is stored (the ranges fetched after it are
+    dropped). For one block, or while late tokens catch up, it takes plain steps."""
     steps = 0
     while not stop():
         cursor = sync.cursor = await sync.store.cursor(sync.chain_id)

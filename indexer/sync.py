@@ -19,18 +19,15 @@ from .config import ChainConfig, Settings
 from .errors import ChainMoved, ConfigError, ReorgTooDeep
 from .ledger import fold
 from .models import (
-    ONE,
     Cursor,
     Decoded,
     Header,
-    TokenInfo,
     TokenKind,
     Wire,
-    underlying_of,
 )
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
-from .tokens import initial_multiplier, multipliers, multipliers_at, read_token
+from .tokens import announced_tokens, initial_multiplier, multipliers, multipliers_at, read_token
 
 log = logs.get("sync")
 
@@ -325,18 +322,7 @@ class ChainSync:
     ) -> tuple[list[TokenState], Decoded, int]:
         """Tokens announced by a followed factory in this range: register them and fetch their
         logs from the announcing block to ``end`` so that nothing of theirs is missed."""
-        states: list[TokenState] = []
-        for nt in decoded.new_tokens:
-            if nt.token in self.tokens or any(s.info.address == nt.token for s in states):
-                continue
-            info = await read_token(self.chain, self.chain_id, nt.token, end, nt.block_number,
-                                    f"factory:{nt.factory}", nt.symbol)
-            if info is None:
-                continue
-            info = TokenInfo(info.chain_id, info.address, nt.symbol, nt.name, underlying_of(nt.symbol),
-                             info.decimals, info.kind, nt.block_number, info.source)
-            states.append(TokenState(info, nt.block_number - 1, ONE))
-            log.info("token_discovered", token=nt.token, symbol=nt.symbol, block=nt.block_number, kind=info.kind.value)
+        states = await announced_tokens(self.chain, self.chain_id, decoded.new_tokens, set(self.tokens), end)
         if not states:
             return [], Decoded(), 0
         first = min(s.info.start_block for s in states)

@@ -1,5 +1,6 @@
-"""What the indexer asks a token contract: its identity when it is first seen, and its
-multiplier, at the end of each range and, by bisection, wherever it changed inside it.
+"""What the indexer asks a token contract: its identity when it is first seen (configured, or
+announced by a factory), and its multiplier, at the end of each range and, by bisection,
+wherever it changed inside it.
 
 Failure modes: RpcError / RpcUnavailable from the node; StateUnavailable (no historical state)
 is absorbed: the value at the range's end then comes from the events, the start's is 1e18.
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from . import calls, logs
 from .chain import Chain, StateUnavailable
 from .ledger import event_samples, find_changes
-from .models import ONE, Header, MultiplierChange, TokenEvent, TokenInfo, TokenKind, underlying_of
+from .models import ONE, Header, MultiplierChange, NewToken, TokenEvent, TokenInfo, TokenKind, underlying_of
 from .writes import TokenState
 
 log = logs.get("tokens")
@@ -48,6 +49,25 @@ async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
         log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
         return ONE
     return value or ONE
+
+
+async def announced_tokens(chain: Chain, chain_id: int, announced: list[NewToken], known: set[str],
+                           end: int) -> list[TokenState]:
+    """The tokens a followed factory announced (NewToken) that are not ``known`` yet, read from
+    their contracts at ``end`` (an address without code is ignored), starting at the announcing
+    block."""
+    states: list[TokenState] = []
+    for nt in announced:
+        if nt.token in known or any(s.info.address == nt.token for s in states):
+            continue
+        info = await read_token(chain, chain_id, nt.token, end, nt.block_number, f"factory:{nt.factory}", nt.symbol)
+        if info is None:
+            continue
+        info = TokenInfo(info.chain_id, info.address, nt.symbol, nt.name, underlying_of(nt.symbol),
+                         info.decimals, info.kind, nt.block_number, info.source)
+        states.append(TokenState(info, nt.block_number - 1, ONE))
+        log.info("token_discovered", token=nt.token, symbol=nt.symbol, block=nt.block_number, kind=info.kind.value)
+    return states
 
 
 async def multipliers_at(chain: Chain, xstocks: list[str], block: int) -> list[bytes | None]:
