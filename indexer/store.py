@@ -50,7 +50,7 @@ def schema_sql() -> str:
 
 # Secondary indexes of transfer_log that a first load builds once at the end (see
 # defer_indexes); the primary key and the BRIN stay (rows arrive in their order: cheap).
-DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to", "transfer_log_day")
+DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to")
 
 
 def deferred_index_statements() -> list[str]:
