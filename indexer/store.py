@@ -205,7 +205,7 @@ class Store:
     # -- writes ---------------------------------------------------------------------------------
 
     async def defer_indexes(self) -> bool:
-        """A first backfill into an empty transfer_log builds its secondary indexes once at the
+        """A first backfill into an empty transfer_log builds its holder indexes once at the
         end (sorting once is far cheaper than maintaining random-key btrees row by row). Returns
         True when it dropped them; ``build_indexes`` restores them, and so does every ``migrate``
         (CREATE INDEX IF NOT EXISTS), so a crash can never leave them missing."""
