@@ -49,7 +49,8 @@ def schema_sql() -> str:
 
 
 # Secondary indexes of transfer_log that a first load builds once at the end (see
-# defer_indexes); the primary key and the BRIN stay (rows arrive in their order: cheap).
+# defer_indexes): the holder indexes, on random keys. The primary key, the day index and the BRIN
+# stay (rows arrive nearly in their order: cheap to maintain).
 DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to")
 
 
