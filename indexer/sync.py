@@ -327,9 +327,8 @@ class ChainSync:
             return [], Decoded(), 0
         first = min(s.info.start_block for s in states)
         raws, _ = await self._logs([s.info.address for s in states], first, end, headers)
-        by_start = {s.info.address: s.info.start_block for s in states}
-        kinds = {s.info.address: s.info.kind for s in states}
-        return states, decode.decode(raws, kinds, (), _times(headers), by_start), len(raws)
+        # each from its own announcing block (all at or above first)
+        return states, self._decode(raws, {s.info.address: s for s in states}, [], first - 1, headers), len(raws)
 
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""

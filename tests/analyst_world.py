@@ -35,7 +35,7 @@ from indexer.devnet.contracts import load_artifact
 from indexer.devnet.deploy import World, deploy_world
 from indexer.devnet.rpc import JsonRpc
 from indexer.devnet.simulate import Simulator
-from tests.conftest import PgServer, _admin, cli, run_sync
+from tests.conftest import PgServer, cli, execute, run_sync
 
 DAY = 86_400
 ZERO = "0x" + "00" * 20
@@ -272,7 +272,7 @@ def shared(pg_server: PgServer, request: pytest.FixtureRequest, tmp_path_factory
     if "scenario" in _BUILT:
         return _BUILT["scenario"]
     name = f"analyst_{uuid.uuid4().hex[:12]}"
-    run_sync(_admin(pg_server.url, f'CREATE DATABASE "{name}"'))
+    run_sync(execute(pg_server.url, f'CREATE DATABASE "{name}"'))
     nodes: list[Anvil] = []
 
     def cleanup() -> None:
@@ -280,7 +280,7 @@ def shared(pg_server: PgServer, request: pytest.FixtureRequest, tmp_path_factory
             n.stop()
         if pg_server.embedded is None:  # the embedded server is gone by now, with its data
             with contextlib.suppress(Exception):
-                run_sync(_admin(pg_server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                run_sync(execute(pg_server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     request.config.add_cleanup(cleanup)
     nodes.append(Anvil(no_mining=True).start())

@@ -77,7 +77,8 @@ def pg_server() -> Iterator[PgServer]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _admin(url: str, sql: str) -> None:
+async def execute(url: str, sql: str) -> None:
+    """Run ``sql`` on a connection of its own (database and role set-up)."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(sql)
@@ -89,11 +90,11 @@ async def _admin(url: str, sql: str) -> None:
 def database_url(pg_server: PgServer) -> Iterator[str]:
     """A new empty database for this test; dropped (connections forced out) afterwards."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    run_sync(_admin(pg_server.url, f'CREATE DATABASE "{name}"'))
+    run_sync(execute(pg_server.url, f'CREATE DATABASE "{name}"'))
     try:
         yield pg_server.url_for(name)
     finally:
-        run_sync(_admin(pg_server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_sync(execute(pg_server.url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from indexer.config import parse_settings
 from indexer.devnet import deploy_cli
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.postgres import pg_bin_dir
-from tests.conftest import PgServer, run_sync
+from tests.conftest import PgServer, execute, run_sync
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = REPO / ".env.example"
@@ -261,14 +261,6 @@ def reader_url(pg_server: PgServer, database_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(netloc="grafana_reader@" + parts.netloc.rpartition("@")[2]))
     finally:
         run_sync(execute(database_url, "DROP OWNED BY grafana_reader; DROP ROLE grafana_reader"))
-
-
-async def execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def present(url: str, names: set[str]) -> set[str]:

@@ -10,22 +10,13 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pyarrow.parquet as pq
 import pytest
 
 from tests.analyst_world import Scenario, scenario  # noqa: F401  (fixture)
-from tests.conftest import cli
+from tests.conftest import cli, execute
 
 LOGIN = "analyst_export_test"
-
-
-async def execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
