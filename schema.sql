@@ -340,6 +340,85 @@ COMMENT ON COLUMN custody_attestations.source IS 'format:path or format:URL of t
 COMMENT ON COLUMN custody_attestations.payload_sha256 IS 'SHA-256 of the payload the record came in (custody_imports).';
 COMMENT ON COLUMN custody_attestations.imported_at IS 'Wall-clock time of the import.';
 
+-- ---------------------------------------------------------------------------------------------
+-- Custody and backing: what the rules keep up to date
+-- ---------------------------------------------------------------------------------------------
+--
+-- The rules must not cost more as custody history grows. Three things make them cheap:
+-- custody_accounts lists every account (so the position at a time is one index probe per
+-- account, not a scan of the records), partial indexes reach an account's latest record and an
+-- underlying's latest ripcord directly, and custody_coverage remembers up to which time the
+-- answer of last_covered_at can no longer change. An import lowers that time to its earliest
+-- record (custody_absorb), a reorg to the common ancestor (trigger on cursors), a new token
+-- forgets it (trigger on tokens); each reconcile moves it up to the latest indexed block
+-- (custody_coverage_refresh). Supply at a past time is read from the moves after it
+-- (transfer_log_supply), which are few for the recent times the rules ask about.
+
+CREATE TABLE IF NOT EXISTS custody_accounts (
+    underlying  text NOT NULL,
+    custodian   text NOT NULL,
+    account     text NOT NULL,
+    PRIMARY KEY (underlying, custodian, account)
+);
+COMMENT ON TABLE custody_accounts IS 'Every (underlying, custodian, account) with a custody record: the accounts a position sums over. Written by each import.';
+INSERT INTO custody_accounts (underlying, custodian, account)
+SELECT DISTINCT a.underlying, a.custodian, a.account FROM custody_attestations a
+ WHERE NOT EXISTS (SELECT 1 FROM custody_accounts)
+ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS custody_coverage (
+    underlying      text PRIMARY KEY,
+    stable_until    timestamptz NOT NULL,
+    covered_before  timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE custody_coverage IS 'Memory of last_covered_at: for attestation times before stable_until nothing can change any more (no later import touched them, every chain has indexed past them), and covered_before is the latest of them at which custody held the supply (NULL: none). Maintained by custody_absorb, custody_coverage_refresh and triggers; deleting a row only costs a recomputation.';
+
+CREATE INDEX IF NOT EXISTS custody_attestations_account
+    ON custody_attestations (underlying, custodian, account, as_of) WHERE NOT ripcord;
+CREATE INDEX IF NOT EXISTS custody_attestations_ripcord ON custody_attestations (underlying, as_of) WHERE ripcord;
+CREATE INDEX IF NOT EXISTS transfer_log_supply ON transfer_log (chain_id, token, block_time) INCLUDE (shares)
+    WHERE from_address = '0x0000000000000000000000000000000000000000'
+       OR to_address = '0x0000000000000000000000000000000000000000';
+COMMENT ON INDEX transfer_log_supply IS 'Mints and burns by time: the supply at a past time is the current supply less the mints and plus the burns after it (supply_at_time, unmatched_mint).';
+
+CREATE OR REPLACE FUNCTION custody_absorb(p_sha256 text) RETURNS void LANGUAGE sql AS $$
+    WITH touched AS (
+        SELECT a.underlying, a.custodian, a.account, min(a.as_of) AS since
+          FROM custody_attestations a WHERE a.payload_sha256 = p_sha256
+         GROUP BY a.underlying, a.custodian, a.account
+    ), added AS (
+        INSERT INTO custody_accounts (underlying, custodian, account)
+        SELECT t.underlying, t.custodian, t.account FROM touched t
+        ON CONFLICT DO NOTHING
+    )
+    UPDATE custody_coverage c SET stable_until = m.since, updated_at = now()
+      FROM (SELECT t.underlying, min(t.since) AS since FROM touched t GROUP BY t.underlying) m
+     WHERE c.underlying = m.underlying AND c.stable_until > m.since
+$$;
+COMMENT ON FUNCTION custody_absorb(text) IS 'Called by each import of a payload (new or again) in its transaction: adds its accounts to custody_accounts and lowers custody_coverage.stable_until to its earliest as_of per underlying.';
+
+CREATE OR REPLACE FUNCTION custody_coverage_rewound() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE custody_coverage SET stable_until = NEW.block_time, updated_at = now()
+     WHERE stable_until > NEW.block_time;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER cursors_custody_coverage AFTER UPDATE OF block_number ON cursors
+    FOR EACH ROW WHEN (NEW.block_number < OLD.block_number OR NEW.block_time < OLD.block_time)
+    EXECUTE FUNCTION custody_coverage_rewound();
+
+CREATE OR REPLACE FUNCTION custody_coverage_forget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM custody_coverage
+     WHERE underlying IN (SELECT n.underlying FROM changed n);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER tokens_custody_coverage_insert AFTER INSERT ON tokens
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION custody_coverage_forget();
+CREATE OR REPLACE TRIGGER tokens_custody_coverage_delete AFTER DELETE ON tokens
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION custody_coverage_forget();
+
 -- Privileged role changes (R10) in a table of their own, kept in step with token_events by a
 -- trigger (same transaction as the batch) and cleaned by the reorg rewind through the cascade.
 CREATE TABLE IF NOT EXISTS privileged_events (
@@ -475,17 +554,20 @@ CREATE OR REPLACE FUNCTION supply_at_time(p_chain_id bigint, p_token text, p_at 
         WHEN c.block_time IS NOT NULL AND p_at >= c.block_time AND t.synced_block >= c.block_number
             THEN apply_multiplier(t.total_shares, t.multiplier)
         ELSE apply_multiplier(
-            coalesce((SELECT sum(l.shares) FROM transfer_log l
-                       WHERE l.chain_id = t.chain_id AND l.token = t.token
-                         AND l.from_address = '0x0000000000000000000000000000000000000000' AND l.block_time <= p_at), 0)
-          - coalesce((SELECT sum(l.shares) FROM transfer_log l
-                       WHERE l.chain_id = t.chain_id AND l.token = t.token
-                         AND l.to_address = '0x0000000000000000000000000000000000000000' AND l.block_time <= p_at), 0),
+            t.total_shares
+          - coalesce((SELECT sum(CASE WHEN l.from_address = '0x0000000000000000000000000000000000000000'
+                                      THEN l.shares ELSE 0 END)
+                           - sum(CASE WHEN l.to_address = '0x0000000000000000000000000000000000000000'
+                                      THEN l.shares ELSE 0 END)
+                        FROM transfer_log l
+                       WHERE l.chain_id = t.chain_id AND l.token = t.token AND l.block_time > p_at
+                         AND (l.from_address = '0x0000000000000000000000000000000000000000'
+                              OR l.to_address = '0x0000000000000000000000000000000000000000')), 0),
             multiplier_at_time(t.chain_id, t.token, p_at)) END
     FROM tokens t LEFT JOIN cursors c ON c.chain_id = t.chain_id
     WHERE t.chain_id = p_chain_id AND t.token = lower(p_token)
 $$;
-COMMENT ON FUNCTION supply_at_time(bigint, text, timestamptz) IS 'totalSupply() at time p_at, base units: shares minted minus burned in blocks at or before p_at, times the multiplier in force then. At or after the latest indexed block: the current supply.';
+COMMENT ON FUNCTION supply_at_time(bigint, text, timestamptz) IS 'totalSupply() at time p_at, base units: shares minted minus burned in blocks at or before p_at (read as the current shares less the mints and plus the burns after p_at: few for a recent time), times the multiplier in force then. At or after the latest indexed block: the current supply.';
 
 CREATE OR REPLACE FUNCTION underlying_supply_at(p_underlying text, p_at timestamptz)
     RETURNS numeric LANGUAGE sql STABLE AS $$
@@ -494,27 +576,42 @@ CREATE OR REPLACE FUNCTION underlying_supply_at(p_underlying text, p_at timestam
 $$;
 COMMENT ON FUNCTION underlying_supply_at(text, timestamptz) IS 'Supply of an underlying at time p_at in underlying shares (token units, multiplier applied), summed over every chain and token mapped to it (R1, R2).';
 
+CREATE OR REPLACE FUNCTION custody_ripcord_at(p_underlying text, p_at timestamptz)
+    RETURNS TABLE (id bigint, as_of timestamptz, seq bigint) LANGUAGE sql STABLE AS $$
+    SELECT a.id, a.as_of, i.seq FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
+     WHERE a.underlying = p_underlying AND a.ripcord
+       AND a.as_of = (SELECT max(x.as_of) FROM custody_attestations x
+                       WHERE x.underlying = p_underlying AND x.ripcord AND x.as_of <= p_at)
+     ORDER BY i.seq DESC, a.id DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION custody_ripcord_at(text, timestamptz) IS 'The latest ripcord record of an underlying with as_of <= p_at (same as_of: the payload imported last); no row if none.';
+
 CREATE OR REPLACE FUNCTION custody_position(p_underlying text, p_at timestamptz)
     RETURNS TABLE (custody_shares numeric, settled_shares numeric, in_transit_shares numeric,
                    custody_as_of timestamptz, accounts integer, ripcord_as_of timestamptz)
     LANGUAGE sql STABLE AS $$
-    WITH recs AS (
-        SELECT a.*, i.seq FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
-         WHERE a.underlying = p_underlying AND a.as_of <= p_at
-    ), cord AS (
-        SELECT r.as_of, r.seq, r.id FROM recs r WHERE r.ripcord ORDER BY r.as_of DESC, r.seq DESC, r.id DESC LIMIT 1
+    WITH cord AS (
+        SELECT * FROM custody_ripcord_at(p_underlying, p_at)
     ), latest AS (
-        SELECT DISTINCT ON (r.custodian, r.account) r.*
-          FROM recs r
-         WHERE NOT r.ripcord
-           AND NOT EXISTS (SELECT 1 FROM cord c WHERE (r.as_of, r.seq, r.id) < (c.as_of, c.seq, c.id))
-         ORDER BY r.custodian, r.account, r.as_of DESC, r.seq DESC, r.id DESC
+        SELECT r.*
+          FROM custody_accounts c
+         CROSS JOIN LATERAL (
+               SELECT a.id, a.as_of, a.custody_shares, a.settled_shares, a.in_transit_shares, i.seq
+                 FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
+                WHERE a.underlying = c.underlying AND a.custodian = c.custodian AND a.account = c.account
+                  AND NOT a.ripcord
+                  AND a.as_of = (SELECT max(x.as_of) FROM custody_attestations x
+                                  WHERE x.underlying = c.underlying AND x.custodian = c.custodian
+                                    AND x.account = c.account AND NOT x.ripcord AND x.as_of <= p_at)
+                ORDER BY i.seq DESC, a.id DESC LIMIT 1) r
+         WHERE c.underlying = p_underlying
+           AND NOT EXISTS (SELECT 1 FROM cord k WHERE (r.as_of, r.seq, r.id) < (k.as_of, k.seq, k.id))
     )
     SELECT sum(l.custody_shares), sum(l.settled_shares), sum(l.in_transit_shares), max(l.as_of),
-           count(*)::integer, (SELECT c.as_of FROM cord c)
+           count(*)::integer, (SELECT k.as_of FROM cord k)
       FROM latest l
 $$;
-COMMENT ON FUNCTION custody_position(text, timestamptz) IS 'Custody of an underlying as known at p_at: for each (custodian, account) its latest record with as_of <= p_at (same as_of: the payload imported last), summed (custody = settled + in transit). A ripcord record counts as missing and voids every earlier record of the underlying (R5): custody is then only what was attested after it. custody_as_of is the newest as_of used; all NULL (accounts 0) when no valid record remains.';
+COMMENT ON FUNCTION custody_position(text, timestamptz) IS 'Custody of an underlying as known at p_at: for each (custodian, account) its latest record with as_of <= p_at (same as_of: the payload imported last), summed (custody = settled + in transit). A ripcord record counts as missing and voids every earlier record of the underlying (R5): custody is then only what was attested after it. custody_as_of is the newest as_of used; all NULL (accounts 0) when no valid record remains. Costs one index probe per account of the underlying, whatever the history.';
 
 CREATE OR REPLACE FUNCTION custody_covers(p_underlying text, p_at timestamptz) RETURNS boolean
     LANGUAGE sql STABLE AS $$
@@ -524,20 +621,78 @@ CREATE OR REPLACE FUNCTION custody_covers(p_underlying text, p_at timestamptz) R
 $$;
 COMMENT ON FUNCTION custody_covers(text, timestamptz) IS 'Whether custody as known at p_at holds the whole supply at p_at (within the 1e-9 rounding epsilon).';
 
-CREATE OR REPLACE FUNCTION last_covered_at(p_underlying text) RETURNS timestamptz
+CREATE OR REPLACE FUNCTION custody_covered_between(p_underlying text, p_from timestamptz, p_to timestamptz,
+                                                   p_otherwise timestamptz) RETURNS timestamptz
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
     t timestamptz;
 BEGIN
     FOR t IN SELECT DISTINCT a.as_of FROM custody_attestations a
-              WHERE a.underlying = p_underlying AND NOT a.ripcord ORDER BY a.as_of DESC LOOP
+              WHERE a.underlying = p_underlying AND NOT a.ripcord AND a.as_of >= p_from AND a.as_of < p_to
+              ORDER BY a.as_of DESC LOOP
         IF custody_covers(p_underlying, t) THEN
             RETURN t;
         END IF;
     END LOOP;
-    RETURN NULL;
+    RETURN p_otherwise;
 END $$;
-COMMENT ON FUNCTION last_covered_at(text) IS 'The latest attestation time at which custody held the whole supply of that moment; NULL if never. A mint or a multiplier increase before it is covered (R6, R8).';
+COMMENT ON FUNCTION custody_covered_between(text, timestamptz, timestamptz, timestamptz) IS 'The latest attestation time in [p_from, p_to) at which custody held the whole supply; p_otherwise if none.';
+
+CREATE OR REPLACE FUNCTION custody_coverage_horizon(p_underlying text) RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+                WHEN bool_or(c.block_time IS NULL OR t.synced_block < c.block_number) THEN '-infinity'
+                ELSE min(c.block_time) END
+      FROM tokens t LEFT JOIN cursors c USING (chain_id)
+     WHERE t.underlying = p_underlying
+$$;
+COMMENT ON FUNCTION custody_coverage_horizon(text) IS 'The time before which the supply of an underlying can no longer change: the oldest latest-indexed block over its chains (-infinity while a token catches up, infinity without tokens).';
+
+CREATE OR REPLACE FUNCTION custody_coverage_known(p_underlying text, OUT known_from timestamptz,
+                                                  OUT covered timestamptz) LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s custody_coverage%ROWTYPE;
+BEGIN
+    SELECT * INTO s FROM custody_coverage c WHERE c.underlying = p_underlying;
+    known_from := least(s.stable_until, custody_coverage_horizon(p_underlying));
+    covered := s.covered_before;
+    IF NOT FOUND OR known_from IS NULL OR covered >= known_from THEN
+        known_from := '-infinity';
+        covered := NULL;
+    END IF;
+END $$;
+COMMENT ON FUNCTION custody_coverage_known(text) IS 'From custody_coverage: below known_from the latest covered time is covered (NULL: none); above it last_covered_at must look.';
+
+CREATE OR REPLACE FUNCTION last_covered_at(p_underlying text) RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT custody_covered_between(p_underlying, k.known_from, 'infinity', k.covered)
+      FROM custody_coverage_known(p_underlying) k
+$$;
+
+CREATE OR REPLACE FUNCTION custody_coverage_refresh() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+    k record;
+    h timestamptz;
+    n integer := 0;
+BEGIN
+    FOR u IN SELECT DISTINCT c.underlying FROM custody_accounts c LOOP
+        h := custody_coverage_horizon(u);
+        SELECT * INTO k FROM custody_coverage_known(u);
+        IF k.known_from = h AND EXISTS (SELECT 1 FROM custody_coverage c WHERE c.underlying = u) THEN
+            CONTINUE;
+        END IF;
+        INSERT INTO custody_coverage AS c (underlying, stable_until, covered_before)
+        VALUES (u, h, custody_covered_between(u, k.known_from, h, k.covered))
+        ON CONFLICT (underlying) DO UPDATE
+        SET stable_until = EXCLUDED.stable_until, covered_before = EXCLUDED.covered_before, updated_at = now();
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION custody_coverage_refresh() IS 'Moves custody_coverage up to the latest indexed blocks, looking only at the attestation times in between; run by every reconcile. Returns the underlyings updated.';
+
+COMMENT ON FUNCTION last_covered_at(text) IS 'The latest attestation time at which custody held the whole supply of that moment; NULL if never. A mint or a multiplier increase before it is covered (R6, R8). Exact at any moment; it looks only at the times custody_coverage does not settle.';
 
 CREATE OR REPLACE FUNCTION backing_eval(p_underlying text, p_records_until timestamptz, p_now timestamptz)
     RETURNS TABLE (onchain_supply numeric, custody_shares numeric, custody_as_of timestamptz, ratio numeric,
@@ -579,7 +734,7 @@ COMMENT ON FUNCTION backing_at(text, timestamptz) IS 'Time travel: was p_underly
 CREATE OR REPLACE VIEW backing AS
 SELECT u.underlying, b.onchain_supply, b.custody_shares, b.custody_as_of, b.ratio, b.shortfall, b.status,
        b.settled_shares, b.in_transit_shares, b.accounts, b.current_supply, n.now AS evaluated_at
-  FROM (SELECT t.underlying FROM tokens t UNION SELECT a.underlying FROM custody_attestations a) u
+  FROM (SELECT t.underlying FROM tokens t UNION SELECT a.underlying FROM custody_accounts a) u
  CROSS JOIN (SELECT indexed_now() AS now) n
  CROSS JOIN LATERAL backing_eval(u.underlying, 'infinity', n.now) b;
 COMMENT ON VIEW backing IS 'One row per underlying: is its on-chain supply backed by custody? Judged at the latest indexed block time with every stored record (one dated after the latest block counts, against the current supply). Status order: no_attestation, stale, unbacked, backed.';
@@ -602,11 +757,14 @@ WITH n AS (
            setting_interval('privileged_review') AS review
 ), tracked AS (
     SELECT u.underlying, last_covered_at(u.underlying) AS covered
-      FROM (SELECT DISTINCT a.underlying FROM custody_attestations a) u
+      FROM (SELECT DISTINCT a.underlying FROM custody_accounts a) u
 ), newest AS (
-    SELECT DISTINCT ON (a.underlying) a.*
-      FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
-     ORDER BY a.underlying, a.as_of DESC, i.seq DESC, a.id DESC
+    SELECT a.*
+      FROM tracked tr
+     CROSS JOIN LATERAL custody_position(tr.underlying, 'infinity') p
+     CROSS JOIN LATERAL custody_ripcord_at(tr.underlying, 'infinity') k
+      JOIN custody_attestations a ON a.id = k.id
+     WHERE p.accounts = 0
 ), b AS (
     SELECT k.* FROM backing k JOIN tracked USING (underlying)
 ), increases AS (
@@ -640,7 +798,7 @@ UNION ALL
 SELECT 'ripcord', 'high', r.underlying, NULL, NULL, '', NULL,
        jsonb_build_object('as_of', r.as_of, 'custodian', r.custodian, 'account', r.account, 'attestor', r.attestor,
                           'ripcord_details', r.ripcord_details, 'source', r.source)
-  FROM newest r WHERE r.ripcord
+  FROM newest r
 UNION ALL
 SELECT 'unmatched_mint', 'high', t.underlying, l.chain_id, l.token, '', NULL,
        jsonb_build_object('mints', count(*), 'amount', sum(to_units(l.amount_raw, t.decimals))::text,
@@ -652,7 +810,7 @@ SELECT 'unmatched_mint', 'high', t.underlying, l.chain_id, l.token, '', NULL,
   JOIN tokens t ON t.underlying = tr.underlying
   JOIN transfer_log l ON l.chain_id = t.chain_id AND l.token = t.token
                      AND l.from_address = '0x0000000000000000000000000000000000000000'
- WHERE l.block_time <= n.now - n.settle AND (tr.covered IS NULL OR l.block_time > tr.covered)
+ WHERE l.block_time <= n.now - n.settle AND l.block_time > coalesce(tr.covered, '-infinity')
  GROUP BY t.underlying, l.chain_id, l.token, tr.covered, n.settle
 UNION ALL
 SELECT 'multiplier_without_custody', 'high', i.underlying, i.chain_id, i.token, i.block_number::text,
@@ -1029,6 +1187,8 @@ DECLARE
         'indexed_now()', 'setting_interval(text)', 'multiplier_at_time(bigint, text, timestamptz)',
         'supply_at_time(bigint, text, timestamptz)', 'underlying_supply_at(text, timestamptz)',
         'custody_position(text, timestamptz)', 'custody_covers(text, timestamptz)', 'last_covered_at(text)',
+        'custody_ripcord_at(text, timestamptz)', 'custody_coverage_horizon(text)', 'custody_coverage_known(text)',
+        'custody_covered_between(text, timestamptz, timestamptz, timestamptz)',
         'backing_eval(text, timestamptz, timestamptz)', 'backing_at(text, timestamptz)'];
     pure_functions text[] := ARRAY['to_units(numeric, integer)', 'apply_multiplier(numeric, numeric)',
                                    'utc_day(timestamptz)'];

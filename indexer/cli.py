@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = custody.add_parser("pull", help="fetch the issuer API answer at URL and import it")
     p.add_argument("url", metavar="URL")
     p.add_argument("--underlying", metavar="SYMBOL", help="underlying of the answer (default: from its symbol)")
+    p.add_argument("--allow-http", action="store_true", help="accept a plain http:// URL (default: https only)")
     sub.add_parser("reconcile", help="evaluate backing now, open/close flags, print backing and open flags")
     sub.add_parser("status", help="indexed block, head and lag per chain; supply and holders per token")
     p = sub.add_parser("export", help="write analyst data for spreadsheets (csv) and notebooks (parquet)")
@@ -134,7 +135,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.custody_command == "import":
             report = await import_file(settings, args.path, args.format, args.underlying)
         else:
-            report = await pull(settings, args.url, args.underlying)
+            report = await pull(settings, args.url, args.underlying, args.allow_http)
         print(report.render())
         return 0
     if args.command == "reconcile":

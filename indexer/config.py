@@ -58,6 +58,7 @@ class CustodyConfig:
     stale_after: float = 86400.0
     settlement_window: float = 86400.0
     accounts: Mapping[str, str] = field(default_factory=dict)
+    max_payload_mb: int = 1024  # a custody file or HTTP answer larger than this is refused
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ class _Parser:
         )
 
     def custody(self, raw: Mapping[str, Any]) -> CustodyConfig:
-        self.keys(raw, "custody", {"stale_after", "settlement_window", "accounts"})
+        self.keys(raw, "custody", {"stale_after", "settlement_window", "accounts", "max_payload_mb"})
         accounts = raw.get("accounts", {})
         if not isinstance(accounts, dict) or not all(isinstance(v, str) for v in accounts.values()):
             raise self.fail("custody.accounts", "must be a table of account name = underlying symbol")
@@ -282,6 +283,7 @@ class _Parser:
                 raw.get("settlement_window", "1d"), f"{self.source}: custody.settlement_window"
             ),
             accounts=dict(accounts),
+            max_payload_mb=self.integer(raw, "max_payload_mb", "custody", 1024, minimum=1),
         )
 
     def daemon(self, raw: Mapping[str, Any]) -> DaemonConfig:

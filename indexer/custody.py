@@ -1,10 +1,11 @@
-"""Pure: a custody payload (the bytes of a file or an HTTP answer) -> validated, frozen records.
+"""Pure: a custody payload (a byte stream: a file, stdin or an HTTP answer) -> validated, frozen records.
 
 Formats (``fmt``, else guessed: a JSON object with ``accounts`` is an attestor feed, one with
 ``holdings`` (or a list of those) an issuer API answer, another JSON array json, the rest csv):
 
 - ``csv``: header ``underlying,custodian,account,settled_shares,in_transit_shares,as_of,
   attestor,ripcord`` in any order (``ripcord_details`` is read too, other columns ignored).
+  Read as a stream: records come out one by one, so memory does not grow with the file.
 - ``json``: an array of objects with those keys.
 - ``attestor``: ``{timestamp, accounts:[{accountName, totalReserve, totalToken}], ripcord,
   ripcordDetails}``; one record per account (custodian = account = accountName, settled =
@@ -15,35 +16,41 @@ Formats (``fmt``, else guessed: a JSON object with ``accounts`` is an attestor f
 
 Shares are exact decimals in underlying shares (JSON numbers are read exactly too). Times are
 ISO 8601 with a zone; attestor and issuer times may also be Unix seconds (milliseconds from
-10^11 up). All or nothing: the first bad value (not a number, negative, unknown underlying,
-missing field, bad time, two records for one account and time) raises InputError naming the
-file, the CSV line or JSON path and the field: ``custody.csv line 14: settled_shares "12,5" is
-not a number``, ``custody.json $[3].as_of: "2026-13-01" is not an ISO 8601 time``.
+10^11 up). The first bad value (not a number, more than 78 digits, negative, unknown
+underlying, missing field, bad or future time) raises InputError naming the file, the CSV line
+or JSON path and the field (see :mod:`custody_fields`). A JSON document that is not an array or
+object is refused as such. :func:`parse` also refuses two records for one account and time;
+the streaming importer checks that in the database.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
+from . import custody_fields as f
+from .custody_fields import At, Context
 from .errors import InputError
 from .models import underlying_of
+
+__all__ = ["ATTESTOR_FEED", "COLUMNS", "FORMATS", "ISSUER_API", "Context", "CustodyRecord", "Payload", "Stream",
+           "open_stream", "parse"]
 
 FORMATS = ("csv", "json", "attestor", "issuer")
 COLUMNS = ("underlying", "custodian", "account", "settled_shares", "in_transit_shares", "as_of", "attestor",
            "ripcord")
 ATTESTOR_FEED = "attestor feed"
 ISSUER_API = "issuer API"
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
-_MAX_EXPONENT = 40  # 10^40 shares: far beyond any custody account, well inside numeric
+_CHUNK = 1 << 20
+_JSON_SCALARS = {type(None): "null", bool: "a boolean", str: "a string", int: "a number", Decimal: "a number"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,63 +79,100 @@ class Payload:
 
 
 @dataclass(frozen=True)
-class Context:
-    """Names the parser resolves. ``known``: accepted spelling in upper case (an underlying or a
-    token symbol) -> underlying; empty means nothing is indexed yet and names are not checked.
-    ``accounts``: attestor accountName -> underlying (``[custody.accounts]``)."""
+class Stream:
+    """The records of one payload, validated as they are read; iterating raises InputError at
+    the first fault (and at the end when there was no record)."""
 
-    name: str
-    known: Mapping[str, str] = field(default_factory=dict)
-    accounts: Mapping[str, str] = field(default_factory=dict)
-    underlying: str | None = None
-
-
-@dataclass(frozen=True)
-class _At:
-    """A place in the payload for messages: a CSV line, or a JSON path."""
-
-    name: str
-    line: int | None = None
-    path: str = "$"
-
-    def child(self, step: str) -> _At:
-        return _At(self.name, None, f"{self.path}{step}")
-
-    def fail(self, key: str | None, problem: str) -> InputError:
-        if self.line is not None:
-            return InputError(f"{self.name} line {self.line}: {key + ' ' if key else ''}{problem}")
-        return InputError(f"{self.name} {self.path}{'.' + key if key else ''}: {problem}")
-
-
-Located = list[tuple[_At, CustodyRecord]]
+    format: str
+    records: Iterator[tuple[At, CustodyRecord]]
 
 
 def parse(data: bytes, ctx: Context, fmt: str | None = None) -> Payload:
-    """Validate a whole payload; returns every record or raises InputError on the first fault."""
-    if fmt is not None and fmt not in FORMATS:
-        raise InputError(f"{ctx.name}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{ctx.name}: not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise InputError(f"{ctx.name}: empty file")
-    if fmt == "csv" or (fmt is None and text.lstrip()[0] not in "[{"):
-        fmt, located = "csv", _from_csv(text, ctx)
-    else:
-        doc = _load_json(text, ctx.name)
-        fmt = fmt or _guess(doc, ctx.name)
-        located = {"json": _from_json, "attestor": _from_attestor, "issuer": _from_issuer}[fmt](doc, ctx)
-    if not located:
-        raise InputError(f"{ctx.name}: no custody records")
-    seen: dict[tuple[str, str, str, datetime], _At] = {}
+    """Validate a whole payload held in memory; every record, or InputError at the first fault."""
+    stream = open_stream(io.BytesIO(data), ctx, fmt)
+    located = list(stream.records)
+    seen: dict[tuple[str, str, str, datetime], At] = {}
     for at, r in located:
         first = seen.setdefault((r.underlying, r.custodian, r.account, r.as_of), at)
         if first is not at:
             where = f"line {first.line}" if first.line is not None else first.path
             raise at.fail(None, f"a second record for {r.underlying} {r.custodian}/{r.account} at "
                                 f"{r.as_of.isoformat()} (first at {where})")
-    return Payload(fmt, tuple(r for _, r in located), hashlib.sha256(data).hexdigest())
+    return Payload(stream.format, tuple(r for _, r in located), hashlib.sha256(data).hexdigest())
+
+
+def open_stream(source: IO[bytes], ctx: Context, fmt: str | None = None) -> Stream:
+    """Decide the format from ``fmt`` or the first bytes, and return the records as a stream.
+    CSV is read line by line; the JSON formats are read whole (bounded by the caller's size
+    limit: a real feed is a few kilobytes)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"{ctx.name}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    head = source.read(_CHUNK)
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if not start and len(head) < _CHUNK:
+        raise InputError(f"{ctx.name}: empty file")
+    if fmt == "csv" or (fmt is None and start not in (b"[", b"{")):
+        if fmt is None and len(head) < _CHUNK:
+            _refuse_json_scalar(head, ctx.name)
+        return Stream("csv", _counted(_from_csv(_lines(head, source, ctx.name), ctx), ctx.name))
+    doc = _load_json(_decode(head + source.read(), ctx.name), ctx.name)
+    fmt = fmt or _guess(doc, ctx.name)
+    parser = {"json": _from_json, "attestor": _from_attestor, "issuer": _from_issuer}[fmt]
+    return Stream(fmt, _counted(parser(doc, ctx), ctx.name))
+
+
+def _counted(records: Iterator[tuple[At, CustodyRecord]], name: str) -> Iterator[tuple[At, CustodyRecord]]:
+    n = 0
+    for item in records:
+        n += 1
+        yield item
+    if not n:
+        raise InputError(f"{name}: no custody records")
+
+
+def _refuse_json_scalar(head: bytes, name: str) -> None:
+    """A whole small payload that is a JSON null, boolean, string or number: say so, rather
+    than complain about its CSV header."""
+    try:
+        doc = json.loads(head.decode("utf-8-sig"), parse_float=Decimal, parse_int=_json_int)
+    except (ValueError, RecursionError):
+        return
+    kind = _JSON_SCALARS.get(type(doc))
+    if kind is not None:
+        raise InputError(f"{name}: the file is JSON {kind}, not custody records (expected CSV with a header line, "
+                         "or a JSON array or object)")
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _lines(head: bytes, rest: IO[bytes], name: str) -> Iterator[str]:
+    """The text as lines (each with its newline), decoded incrementally; a byte that is not
+    UTF-8 is named by its offset in the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, pending, chunk, first = 0, "", head, True
+    while True:
+        last = len(chunk) < _CHUNK
+        try:
+            text = decoder.decode(chunk, final=last)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{name}: not UTF-8 text (byte {offset + exc.start})") from None
+        if first:
+            text, first = text.removeprefix("\ufeff"), False
+        offset += len(chunk)
+        parts = (pending + text).split("\n")
+        pending = parts.pop()
+        for part in parts:
+            yield part + "\n"
+        if last:
+            break
+        chunk = rest.read(_CHUNK)
+    if pending:
+        yield pending
 
 
 def _guess(doc: Any, name: str) -> str:
@@ -144,193 +188,101 @@ def _guess(doc: Any, name: str) -> str:
     return "json"
 
 
+def _json_int(digits: str) -> int | Decimal:
+    # Python's int() refuses more than 4300 digits with a bare ValueError: keep long ones as
+    # Decimal, which the shares check then refuses by name.
+    return int(digits) if len(digits) <= f.MAX_DIGITS + 1 else Decimal(digits)
+
+
 def _load_json(text: str, name: str) -> Any:
     try:  # NaN/Infinity stay strings, so the number check rejects them by name
-        return json.loads(text, parse_float=Decimal, parse_constant=str)
+        return json.loads(text, parse_float=Decimal, parse_int=_json_int, parse_constant=str)
     except json.JSONDecodeError as exc:
         raise InputError(f"{name} line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise InputError(f"{name}: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise InputError(f"{name}: not valid JSON: {str(exc)[:80]}") from None
 
 
-def _from_csv(text: str, ctx: Context) -> Located:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    out: Located = []
+def _from_csv(lines: Iterator[str], ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
+    reader = csv.reader(lines)
     try:
-        names = [h.strip().lower() for h in next(reader)]
+        names = [h.strip().lower() for h in next(reader, [])]
         missing = [c for c in COLUMNS if c not in names]
         if missing:
-            raise _At(ctx.name, 1).fail(None, f"the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)})")
+            raise At(ctx.name, 1).fail(None, f"the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)})")
+        width = len(names)
         for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            at = _At(ctx.name, reader.line_num)
-            if len(row) != len(names):
-                raise at.fail(None, f"{len(row)} fields, the header has {len(names)}")
-            out.append((at, _record(at, dict(zip(names, row, strict=True)), ctx)))
+            if len(row) != width or not all(row):
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != width:
+                    raise At(ctx.name, reader.line_num).fail(None, f"{len(row)} fields, the header has {width}")
+            at = At(ctx.name, reader.line_num)
+            yield at, _record(at, dict(zip(names, row, strict=True)), ctx)
     except csv.Error as exc:
-        raise _At(ctx.name, reader.line_num).fail(None, f"not valid CSV: {exc}") from None
-    return out
+        raise At(ctx.name, reader.line_num).fail(None, f"not valid CSV: {exc}") from None
 
 
-def _from_json(doc: Any, ctx: Context) -> Located:
+def _from_json(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
     if not isinstance(doc, list):
-        raise _At(ctx.name).fail(None, "expected an array of custody records")
-    out: Located = []
+        raise At(ctx.name).fail(None, "expected an array of custody records")
     for i, item in enumerate(doc):
-        at = _At(ctx.name, path=f"$[{i}]")
-        out.append((at, _record(at, _object(at, item), ctx)))
-    return out
+        at = At(ctx.name, path=f"$[{i}]")
+        yield at, _record(at, f.obj(at, item), ctx)
 
 
-def _record(at: _At, row: Mapping[str, Any], ctx: Context) -> CustodyRecord:
+def _record(at: At, row: Mapping[str, Any], ctx: Context) -> CustodyRecord:
     record = CustodyRecord(  # checked in column order, so the first bad column is the one named
-        underlying=_resolve(at, "underlying", _text(at, "underlying", _need(at, row, "underlying")), ctx),
-        custodian=_text(at, "custodian", _need(at, row, "custodian")),
-        account=_text(at, "account", _need(at, row, "account")),
-        settled_shares=_shares(at, "settled_shares", _need(at, row, "settled_shares")),
-        in_transit_shares=_shares(at, "in_transit_shares", _need(at, row, "in_transit_shares")),
-        as_of=_time(at, "as_of", _need(at, row, "as_of"), epoch=False),
-        attestor=_text(at, "attestor", _need(at, row, "attestor")),
-        ripcord=_flag(at, "ripcord", _need(at, row, "ripcord")),
+        underlying=f.resolve(at, "underlying", f.text(at, "underlying", f.need(at, row, "underlying")), ctx),
+        custodian=f.text(at, "custodian", f.need(at, row, "custodian")),
+        account=f.text(at, "account", f.need(at, row, "account")),
+        settled_shares=f.shares(at, "settled_shares", f.need(at, row, "settled_shares")),
+        in_transit_shares=f.shares(at, "in_transit_shares", f.need(at, row, "in_transit_shares")),
+        as_of=f.when(at, "as_of", f.need(at, row, "as_of"), False, ctx),
+        attestor=f.text(at, "attestor", f.need(at, row, "attestor")),
+        ripcord=f.flag(at, "ripcord", f.need(at, row, "ripcord")),
     )
-    return replace(record, ripcord_details=_details(row.get("ripcord_details"))) if record.ripcord else record
+    return replace(record, ripcord_details=f.details(row.get("ripcord_details"))) if record.ripcord else record
 
 
-def _from_attestor(doc: Any, ctx: Context) -> Located:
-    root = _At(ctx.name)
-    feed = _object(root, doc)
-    as_of = _time(root, "timestamp", _need(root, feed, "timestamp"), epoch=True)
-    ripcord = _flag(root, "ripcord", _need(root, feed, "ripcord"))
-    details = _details(feed.get("ripcordDetails")) if ripcord else None
-    out: Located = []
-    for i, item in enumerate(_array(root, "accounts", _need(root, feed, "accounts"))):
+def _from_attestor(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
+    root = At(ctx.name)
+    feed = f.obj(root, doc)
+    as_of = f.when(root, "timestamp", f.need(root, feed, "timestamp"), True, ctx)
+    ripcord = f.flag(root, "ripcord", f.need(root, feed, "ripcord"))
+    details = f.details(feed.get("ripcordDetails")) if ripcord else None
+    for i, item in enumerate(f.array(root, "accounts", f.need(root, feed, "accounts"))):
         at = root.child(f".accounts[{i}]")
-        account = _object(at, item)
-        name = _text(at, "accountName", _need(at, account, "accountName"))
+        account = f.obj(at, item)
+        name = f.text(at, "accountName", f.need(at, account, "accountName"))
         target = ctx.accounts.get(name) or ctx.underlying
         if target is None:
-            raise at.fail("accountName", f"{_show(name)} is not in [custody.accounts] and no --underlying was given")
-        reserve = _shares(at, "totalReserve", _need(at, account, "totalReserve"))
+            raise at.fail("accountName", f"{f.show(name)} is not in [custody.accounts] and no --underlying was given")
+        reserve = f.shares(at, "totalReserve", f.need(at, account, "totalReserve"))
         if account.get("totalToken") is not None:
-            _shares(at, "totalToken", account["totalToken"])
-        out.append((at, CustodyRecord(_resolve(at, "accountName", target, ctx), name, name, reserve, Decimal(0),
-                                      as_of, ATTESTOR_FEED, ripcord, details)))
-    return out
+            f.shares(at, "totalToken", account["totalToken"])
+        yield at, CustodyRecord(f.resolve(at, "accountName", target, ctx), name, name, reserve, Decimal(0),
+                                as_of, ATTESTOR_FEED, ripcord, details)
 
 
-def _from_issuer(doc: Any, ctx: Context) -> Located:
+def _from_issuer(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
     single = not isinstance(doc, list)
-    out: Located = []
     for i, item in enumerate([doc] if single else doc):
-        at = _At(ctx.name, path="$" if single else f"$[{i}]")
-        answer = _object(at, item)
-        symbol = _text(at, "symbol", _need(at, answer, "symbol"))
-        underlying = _resolve(at, "symbol", ctx.underlying or symbol, ctx, fallback=underlying_of)
-        as_of = _time(at, "timestamp", _need(at, answer, "timestamp"), epoch=True)
+        at = At(ctx.name, path="$" if single else f"$[{i}]")
+        answer = f.obj(at, item)
+        symbol = f.text(at, "symbol", f.need(at, answer, "symbol"))
+        underlying = f.resolve(at, "symbol", ctx.underlying or symbol, ctx, fallback=underlying_of)
+        as_of = f.when(at, "timestamp", f.need(at, answer, "timestamp"), True, ctx)
         for key in ("sharesHeld", "circulatingSupply"):
             if answer.get(key) is not None:
-                _shares(at, key, answer[key])
-        for j, entry in enumerate(_array(at, "holdings", _need(at, answer, "holdings"))):
+                f.shares(at, key, answer[key])
+        for j, entry in enumerate(f.array(at, "holdings", f.need(at, answer, "holdings"))):
             hat = at.child(f".holdings[{j}]")
-            holding = _object(hat, entry)
-            provider = _text(hat, "provider", _need(hat, holding, "provider"))
-            quantity = _shares(hat, "quantity", _need(hat, holding, "quantity"))
+            holding = f.obj(hat, entry)
+            provider = f.text(hat, "provider", f.need(hat, holding, "provider"))
+            quantity = f.shares(hat, "quantity", f.need(hat, holding, "quantity"))
             if holding.get("symbol") is not None:
-                _text(hat, "symbol", holding["symbol"])
-            out.append((hat, CustodyRecord(underlying, provider, symbol, quantity, Decimal(0), as_of, ISSUER_API,
-                                           False)))
-    return out
-
-
-# -- values ------------------------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return '"' + (text if len(text) <= 40 else text[:37] + "...") + '"'
-
-
-def _need(at: _At, row: Mapping[str, Any], key: str) -> Any:
-    value = row.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise at.fail(key, "is missing")
-    return value
-
-
-def _object(at: _At, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise at.fail(None, "expected an object")
-    return value
-
-
-def _array(at: _At, key: str, value: Any) -> list[Any]:
-    if not isinstance(value, list) or not value:
-        raise at.fail(key, "must be a non-empty array")
-    return value
-
-
-def _text(at: _At, key: str, value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise at.fail(key, f"{_show(value)} is not text")
-    return value.strip()
-
-
-def _shares(at: _At, key: str, value: Any) -> Decimal:
-    if isinstance(value, Decimal | int) and not isinstance(value, bool):
-        number = Decimal(value)
-    elif isinstance(value, str) and _NUMBER.match(value.strip()):
-        number = Decimal(value.strip())
-    else:
-        raise at.fail(key, f"{_show(value)} is not a number")
-    if not number.is_finite():
-        raise at.fail(key, f"{_show(value)} is not a number")
-    if number < 0:
-        raise at.fail(key, f"{_show(value)} is negative")
-    if number and number.adjusted() >= _MAX_EXPONENT:
-        raise at.fail(key, f"{_show(value)} is too large")
-    return number
-
-
-def _time(at: _At, key: str, value: Any, epoch: bool) -> datetime:
-    if epoch and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value / 1000 if value >= 10**11 else value, UTC)
-        except (OverflowError, OSError, ValueError):
-            raise at.fail(key, f"{_show(value)} is not a time") from None
-    if not isinstance(value, str):
-        raise at.fail(key, f"{_show(value)} is not an ISO 8601 time")
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise at.fail(key, f"{_show(value)} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise at.fail(key, f"{_show(value)} has no time zone (add Z or +00:00)")
-    return moment
-
-
-def _flag(at: _At, key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise at.fail(key, f"{_show(value)} is not true or false")
-
-
-def _details(value: Any) -> str | None:
-    if value is None or value == "" or value == []:
-        return None
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-def _resolve(at: _At, key: str, name: str, ctx: Context, fallback: Callable[[str], str] = str) -> str:
-    if not ctx.known:
-        return fallback(name)
-    found = ctx.known.get(name.upper())
-    if found is None:
-        names = sorted(set(ctx.known.values()))
-        listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-        raise at.fail(key, f"{_show(name)} is not a known underlying (known: {listed})")
-    return found
+                f.text(hat, "symbol", holding["symbol"])
+            yield hat, CustodyRecord(underlying, provider, symbol, quantity, Decimal(0), as_of, ISSUER_API, False)

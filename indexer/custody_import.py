@@ -1,36 +1,45 @@
 """``indexer custody import`` and ``indexer custody pull``: custody payloads into the database.
 
-Read the bytes (a file, ``-`` for stdin, or the issuer API over HTTP), validate the whole payload
-with :mod:`custody` (known underlyings: the indexed tokens' underlyings and symbols, the config's
-tokens and ``[custody.accounts]``, earlier records; unchecked while no token is indexed yet),
-then store it in one transaction. A payload already imported (same SHA-256) adds nothing; it
-only becomes the latest statement for the times it covers again (custody_imports.seq breaks the
-tie between two records of one account and one as_of). Then the backing rules run
-(:func:`reconcile.evaluate`).
+The bytes (a file, ``-`` for stdin, or the issuer API over HTTP) are bounded and hashed first
+(:mod:`custody_source`). A payload already imported (same SHA-256) is not parsed again: it only
+becomes the latest statement for the times it covers again (custody_imports.seq breaks the tie
+between two records of one account and one as_of). A new payload is validated as a stream
+(:mod:`custody`; known underlyings: the indexed tokens' underlyings and symbols, the config's
+tokens and ``[custody.accounts]``, earlier records; unchecked while no token is indexed yet;
+as_of at most 5 minutes past both the clock and the latest indexed block) and loaded in chunks
+with COPY into a staging table, then moved into custody_attestations, all in one transaction:
+a fault on the last line leaves nothing behind, and memory does not grow with the file. Then
+the backing rules run (:func:`reconcile.evaluate`).
 
-Failures: InputError (exit 2) for an unreadable file, a bad payload, an HTTP error status;
-ServiceUnreachable (exit 2) when the URL or the database cannot be reached.
+Failures: InputError (exit 2) for an unreadable or oversized payload, a bad record, an HTTP
+error status or a refused URL; ServiceUnreachable (exit 2) when the URL or the database cannot
+be reached.
 """
 
 from __future__ import annotations
 
-import sys
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 
-import aiohttp
 import asyncpg
 
 from . import logs, reconcile
 from .config import Settings
-from .custody import Context, Payload, parse
-from .errors import InputError, ServiceUnreachable, mask_url
+from .custody import Context, Stream, open_stream
+from .custody_source import Source, fetch, open_file
+from .errors import InputError
 from .models import underlying_of
 from .store import Store
 
 log = logs.get("custody")
-PULL_TIMEOUT = 30.0
+FUTURE_SLACK = timedelta(minutes=5)
+CHUNK_RECORDS = 20_000
+_STAGING = ("n", "line", "path", "underlying", "custodian", "account", "settled_shares", "in_transit_shares",
+            "as_of", "attestor", "ripcord", "ripcord_details")
 
 
 @dataclass(frozen=True)
@@ -50,64 +59,61 @@ class ImportReport:
         return head + ("\n" + reconcile.render_changes(self.changes) if self.changes else "")
 
 
+def _limit(settings: Settings) -> int:
+    return settings.custody.max_payload_mb << 20
+
+
 async def import_file(settings: Settings, path: str, fmt: str | None = None,
                       underlying: str | None = None) -> ImportReport:
     """Import one custody file (format guessed when ``fmt`` is None), then evaluate the rules."""
-    return await import_payload(settings, read(path), path, fmt, underlying)
+    source = open_file(path, _limit(settings))
+    try:
+        return await import_source(settings, source, fmt, underlying)
+    finally:
+        source.close()
 
 
-async def pull(settings: Settings, url: str, underlying: str | None = None) -> ImportReport:
+async def pull(settings: Settings, url: str, underlying: str | None = None,
+               allow_http: bool = False) -> ImportReport:
     """Fetch the issuer API answer at ``url`` and import it as format ``issuer``."""
-    return await import_payload(settings, await fetch(url), mask_url(url), "issuer", underlying)
+    source = await fetch(url, _limit(settings), allow_http)
+    try:
+        return await import_source(settings, source, "issuer", underlying)
+    finally:
+        source.close()
 
 
-async def import_payload(settings: Settings, data: bytes, name: str, fmt: str | None,
-                         underlying: str | None) -> ImportReport:
+async def import_source(settings: Settings, src: Source, fmt: str | None, underlying: str | None) -> ImportReport:
     store = await Store.open(settings.database_url, role="custody")
     try:
         await store.migrate()
-        known = await known_underlyings(store, settings)
-        if not known:
-            log.warning("custody_names_unchecked", reason="no token indexed yet")
-        payload = parse(data, Context(name, known, settings.custody.accounts, underlying), fmt)
-        source = f"{payload.format}:{name}"
+        known = await store.fetch("SELECT format, records FROM custody_imports WHERE payload_sha256 = $1", src.sha256)
+        if known:
+            added, kind, count = False, known[0]["format"], known[0]["records"]
+            await store.transact("custody_import", lambda conn: _restate(conn, src.sha256))
+        else:
+            stream = open_stream(src.file, await _context(store, settings, src.name, underlying), fmt)
+            kind, source = stream.format, f"{stream.format}:{src.name}"
 
-        async def save(conn: asyncpg.Connection) -> bool:
-            return await _save(conn, payload, source)
+            async def load(conn: asyncpg.Connection) -> tuple[bool, int]:
+                return await _load(conn, stream, src, source)
 
-        added = await store.transact("custody_import", save)
-        log.info("custody_import", source=source, records=len(payload.records), duplicate=not added)
+            added, count = await store.transact("custody_import", load)
+        log.info("custody_import", source=src.name, format=kind, records=count, duplicate=not added)
         changes = await reconcile.evaluate(store, settings)
     finally:
         await store.close()
-    return ImportReport(source, payload.format, payload.sha256, len(payload.records), not added, changes)
+    return ImportReport(f"{kind}:{src.name}", kind, src.sha256, count, not added, changes)
 
 
-def read(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"custody file {path} not found") from None
-    except OSError as exc:
-        raise InputError(f"custody file {path}: cannot read: {exc.strerror or exc}") from None
-
-
-async def fetch(url: str) -> bytes:
-    """GET ``url`` (PULL_TIMEOUT seconds in all); a status other than 200 is InputError, no
-    answer is ServiceUnreachable."""
-    shown = mask_url(url)
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"custody pull: {shown} is not an http(s) URL")
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PULL_TIMEOUT)) as session, \
-                session.get(url, headers={"Accept": "application/json"}) as response:
-            if response.status != 200:
-                raise InputError(f"custody pull {shown}: HTTP {response.status} {response.reason or ''}".rstrip())
-            return await response.read()
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise ServiceUnreachable(f"custody pull {shown}: {type(exc).__name__}: {exc}".replace(url, shown)) from None
+async def _context(store: Store, settings: Settings, name: str, underlying: str | None) -> Context:
+    known = await known_underlyings(store, settings)
+    if not known:
+        log.warning("custody_names_unchecked", reason="no token indexed yet")
+    indexed = await store.fetch("SELECT max(block_time) AS t FROM cursors")
+    clock = datetime.now(UTC)
+    latest = max(clock, indexed[0]["t"]) if indexed and indexed[0]["t"] else clock
+    return Context(name, known, settings.custody.accounts, underlying, latest + FUTURE_SLACK)
 
 
 async def known_underlyings(store: Store, settings: Settings) -> dict[str, str]:
@@ -117,7 +123,7 @@ async def known_underlyings(store: Store, settings: Settings) -> dict[str, str]:
     if not await store.fetch("SELECT 1 FROM tokens LIMIT 1"):
         return {}
     rows = await store.fetch(
-        "SELECT underlying, symbol FROM tokens UNION SELECT underlying, underlying FROM custody_attestations")
+        "SELECT underlying, symbol FROM tokens UNION SELECT underlying, underlying FROM custody_accounts")
     pairs = [(r["underlying"], r["symbol"]) for r in rows]
     pairs += [(t.underlying or underlying_of(t.symbol), t.symbol) for t in settings.tokens if t.symbol]
     pairs += [(t.underlying, t.underlying) for t in settings.tokens if t.underlying]
@@ -128,29 +134,63 @@ async def known_underlyings(store: Store, settings: Settings) -> dict[str, str]:
     return known
 
 
-async def _save(conn: asyncpg.Connection, payload: Payload, source: str) -> bool:
-    """Store the payload; False when it was imported before (then only its import order moves:
-    it becomes the latest statement for the times it covers)."""
+async def _restate(conn: asyncpg.Connection, sha256: str) -> None:
+    """The payload imported again: it becomes the latest statement for the times it covers."""
+    await conn.execute(
+        """UPDATE custody_imports SET seq = nextval('custody_import_seq'), imports = imports + 1,
+                  last_imported_at = now() WHERE payload_sha256 = $1""", sha256)
+    await conn.execute("SELECT custody_absorb($1)", sha256)
+
+
+async def _load(conn: asyncpg.Connection, stream: Stream, src: Source, source: str) -> tuple[bool, int]:
+    """Store a new payload: (True, records); (False, records) when a concurrent import of the
+    same bytes committed first (then it is restated)."""
     fresh = await conn.fetchval(
-        """INSERT INTO custody_imports AS i (payload_sha256, source, format, records) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (payload_sha256) DO UPDATE
-           SET seq = nextval('custody_import_seq'), imports = i.imports + 1, last_imported_at = now()
-           RETURNING xmax = 0""",
-        payload.sha256, source, payload.format, len(payload.records))
+        """INSERT INTO custody_imports AS i (payload_sha256, source, format, records) VALUES ($1, $2, $3, 0)
+           ON CONFLICT (payload_sha256) DO NOTHING RETURNING true""", src.sha256, source, stream.format)
     if not fresh:
-        return False
-    rs = payload.records
+        await _restate(conn, src.sha256)
+        return False, await conn.fetchval("SELECT records FROM custody_imports WHERE payload_sha256 = $1", src.sha256)
+    await conn.execute(
+        """CREATE TEMPORARY TABLE custody_staging (
+               n bigint, line bigint, path text, underlying text, custodian text, account text,
+               settled_shares numeric, in_transit_shares numeric, as_of timestamptz, attestor text,
+               ripcord boolean, ripcord_details text) ON COMMIT DROP""")
+    count = 0
+    while chunk := list(islice(stream.records, CHUNK_RECORDS)):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for at, r in chunk:
+            writer.writerow((count, at.line, at.path if at.line is None else None, r.underlying, r.custodian,
+                             r.account, r.settled_shares, r.in_transit_shares, r.as_of.isoformat(), r.attestor,
+                             r.ripcord, r.ripcord_details))
+            count += 1
+        await conn.copy_to_table("custody_staging", source=io.BytesIO(buffer.getvalue().encode()), format="csv",
+                                 columns=list(_STAGING))
+    await _refuse_duplicates(conn, src.name)
     await conn.execute(
         """INSERT INTO custody_attestations (underlying, custodian, account, settled_shares, in_transit_shares, as_of,
                                             attestor, ripcord, ripcord_details, source, payload_sha256)
-           SELECT u.underlying, u.custodian, u.account, u.settled, u.in_transit, u.as_of, u.attestor, u.ripcord,
-                  u.details, $10, $11
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::timestamptz[],
-                         $7::text[], $8::boolean[], $9::text[]) WITH ORDINALITY
-                  AS u(underlying, custodian, account, settled, in_transit, as_of, attestor, ripcord, details, n)
-            ORDER BY u.n""",
-        [r.underlying for r in rs], [r.custodian for r in rs], [r.account for r in rs],
-        [r.settled_shares for r in rs], [r.in_transit_shares for r in rs], [r.as_of for r in rs],
-        [r.attestor for r in rs], [r.ripcord for r in rs], [r.ripcord_details for r in rs],
-        source, payload.sha256)
-    return True
+           SELECT underlying, custodian, account, settled_shares, in_transit_shares, as_of, attestor, ripcord,
+                  ripcord_details, $1, $2
+             FROM custody_staging ORDER BY n""", source, src.sha256)
+    await conn.execute("UPDATE custody_imports SET records = $2 WHERE payload_sha256 = $1", src.sha256, count)
+    await conn.execute("SELECT custody_absorb($1)", src.sha256)
+    return True, count
+
+
+async def _refuse_duplicates(conn: asyncpg.Connection, name: str) -> None:
+    """Two records for one account and one as_of: name the second (in payload order) and the first."""
+    row = await conn.fetchrow(
+        """WITH d AS (
+               SELECT underlying, custodian, account, as_of, (array_agg(n ORDER BY n))[2] AS second, min(n) AS first
+                 FROM custody_staging GROUP BY underlying, custodian, account, as_of HAVING count(*) > 1
+                ORDER BY 5 LIMIT 1)
+           SELECT d.*, a.line AS first_line, a.path AS first_path, b.line, b.path
+             FROM d JOIN custody_staging a ON a.n = d.first JOIN custody_staging b ON b.n = d.second""")
+    if row is None:
+        return
+    first = f"line {row['first_line']}" if row["first_line"] is not None else row["first_path"]
+    where = f"line {row['line']}" if row["line"] is not None else row["path"]
+    raise InputError(f"{name} {where}: a second record for {row['underlying']} {row['custodian']}/{row['account']} "
+                     f"at {row['as_of'].astimezone(UTC).isoformat()} (first at {first})")

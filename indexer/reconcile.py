@@ -125,6 +125,7 @@ async def evaluate(store: Store, settings: Settings) -> list[FlagChange]:
     async def run(conn: asyncpg.Connection) -> list[FlagChange]:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('xstock-indexer:reconcile'))")
         await write_settings(conn, settings)
+        await conn.execute("SELECT custody_coverage_refresh()")  # what changed since the last evaluation only
         desired = [_condition(r) for r in await conn.fetch("SELECT * FROM backing_conditions")]
         current = [_flag(r) for r in await conn.fetch("SELECT * FROM backing_flags WHERE closed_at IS NULL")]
         changes = await _apply(conn, plan(current, desired))

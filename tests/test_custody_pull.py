@@ -66,7 +66,7 @@ async def test_pull_imports_one_record_per_holding(desk: Desk, api: str) -> None
                            {"provider": "Interactive Brokers", "quantity": 9.5, "symbol": "TSLA"}]}
     IssuerApi.answers = {"v1/TSLAx": answer,
                          "bad": {**answer, "holdings": [{"provider": "X", "quantity": "-1"}]}}
-    done = cli("custody", "pull", f"{api}/v1/TSLAx", config=desk.config)
+    done = cli("custody", "pull", "--allow-http", f"{api}/v1/TSLAx", config=desk.config)
     assert done.returncode == 0, done.stderr
     assert "2 record(s) added (issuer" in done.stdout
     rows = await desk.fetch("SELECT * FROM custody_attestations ORDER BY id")
@@ -75,16 +75,16 @@ async def test_pull_imports_one_record_per_holding(desk: Desk, api: str) -> None
         ("TSLA", "Interactive Brokers", "TSLAx", Decimal("9.5"), "issuer API")]
     assert rows[0]["source"] == f"issuer:{api}/v1/TSLAx" and rows[0]["as_of"].timestamp() == t
     assert (await desk.backing("TSLA"))["status"] == "backed"
-    again = await pull(desk.settings, f"{api}/v1/TSLAx")
+    again = await pull(desk.settings, f"{api}/v1/TSLAx", allow_http=True)
     assert again.duplicate and again.records == 2
     assert len(await desk.fetch("SELECT 1 FROM custody_attestations")) == 2
 
     with pytest.raises(InputError, match=r"/bad \$\.holdings\[0\]\.quantity: \"-1\" is negative"):
-        await pull(desk.settings, f"{api}/bad")
+        await pull(desk.settings, allow_http=True, url=f"{api}/bad")
     with pytest.raises(InputError, match="HTTP 404"):
-        await pull(desk.settings, f"{api}/v1/GMEx")
+        await pull(desk.settings, allow_http=True, url=f"{api}/v1/GMEx")
     with pytest.raises(ServiceUnreachable):
-        await pull(desk.settings, f"http://127.0.0.1:{free_port()}/v1/TSLAx")
-    refused = cli("custody", "pull", f"{api}/v1/NVDAx", config=desk.config)
+        await pull(desk.settings, f"http://127.0.0.1:{free_port()}/v1/TSLAx", allow_http=True)
+    refused = cli("custody", "pull", "--allow-http", f"{api}/v1/NVDAx", config=desk.config)
     assert refused.returncode == 2 and "HTTP 404" in refused.stderr
     assert len(await desk.fetch("SELECT 1 FROM custody_attestations")) == 2
