@@ -9,8 +9,16 @@ per holder with shares > 0 at the end of the block, largest balance first. balan
 ``balanceOf(holder)`` at that block. Amounts stay exact: CSV has plain decimal digits; Parquet
 has decimal columns (decimal128 when every value fits 38 digits, else decimal256, else text).
 
+Writing: ``--output -`` is stdout. A regular file (or a new path) is replaced atomically: a
+temporary file beside it, renamed over it. Anything else (a symlink, a FIFO, a device such as
+/dev/null, a file with several hard links) is opened and written through as it is, never
+replaced, and its mode is left alone. CSV cells a spreadsheet would run as a formula (starting
+with ``=``, ``+``, ``-``, ``@``, tab or CR) get a leading ``'``; the default file name keeps
+to ``[A-Za-z0-9._-]`` whatever the symbol and chain are called.
+
 Failure modes: ``InputError`` (exit 2) for an unknown token or chain, a symbol on several chains
-without ``--chain``, a block past the indexed one, or Parquet without pyarrow.
+without ``--chain``, a block past the indexed one, Parquet without pyarrow, or a path that
+cannot be written.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from .config import Settings
@@ -71,7 +81,7 @@ async def export_holders(settings: Settings, token: str, block: int | None, fmt:
                     "ORDER BY balance_raw DESC, holder", target.chain_id, target.token, target.block)]
     finally:
         await store.close()
-    path = output or f"holders-{target.symbol}-{target.chain}-{target.block}.{fmt}"
+    path = output or default_name(target, fmt)
     data = to_csv(rows) if fmt == "csv" else to_parquet(rows, target)
     write(path, data)
     return Export(target, rows, fmt, path)
@@ -103,14 +113,28 @@ async def resolve(store: Store, token: str, block: int | None, chain: str | None
 # ------------------------------------------------------------------------------------- formats
 
 
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def default_name(target: Target, fmt: str) -> str:
+    """``holders-SYMBOL-CHAIN-BLOCK.FMT`` with every character outside [A-Za-z0-9._-] replaced by ``_``
+    (a symbol comes from a contract: it must not choose the folder)."""
+    return _UNSAFE_NAME.sub("_", f"holders-{target.symbol}-{target.chain}-{target.block}.{fmt}")
+
+
 def _text(value: object) -> str:
-    return format(value, "f") if isinstance(value, Decimal) else str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    text = str(value)
+    return "'" + text if isinstance(value, str) and text.startswith(_FORMULA_START) else text
 
 
 def to_csv(rows: list[tuple[Any, ...]]) -> bytes:
-    """RFC 4180 CSV with a header; amounts as plain decimal digits (no exponent, no rounding)."""
+    """RFC 4180 CSV with a header; amounts as plain decimal digits (no exponent, no rounding).
+    Lines end in CRLF, so that a cell holding a CR is quoted too."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     writer.writerows([_text(v) for v in row] for row in rows)
     return buffer.getvalue().encode()
@@ -160,16 +184,40 @@ def _arrow_value(value: Any, arrow_type: Any, pa: Any) -> Any:
 
 
 def write(path: str, data: bytes) -> None:
-    """Write to stdout ("-") or atomically to ``path`` (a temporary file renamed into place)."""
+    """Write to stdout ("-"); replace a regular file (or create one) atomically; write through
+    anything else. InputError when the path cannot be written."""
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_bytes(data)
-        temporary.replace(target)
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        if info is not None and (not stat.S_ISREG(info.st_mode) or info.st_nlink > 1):
+            with open(path, "wb") as out:  # a link, FIFO or device: ours to write, not to replace
+                out.write(data)
+            return
+        _replace(path, data, None if info is None else stat.S_IMODE(info.st_mode))
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _replace(path: str, data: bytes, mode: int | None) -> None:
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            if mode is None:  # a new file gets what open() would have given it
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.fchmod(out.fileno(), mode)  # our temporary file, not the user's path
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
