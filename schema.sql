@@ -577,7 +577,7 @@ $$;
 COMMENT ON FUNCTION underlying_supply_at(text, timestamptz) IS 'Supply of an underlying at time p_at in underlying shares (token units, multiplier applied), summed over every chain and token mapped to it (R1, R2).';
 
 CREATE OR REPLACE FUNCTION custody_ripcord_at(p_underlying text, p_at timestamptz)
-    RETURNS TABLE (id bigint, as_of timestamptz, seq bigint) LANGUAGE sql STABLE AS $$
+    RETURNS TABLE (id bigint, as_of timestamptz, seq bigint) LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT a.id, a.as_of, i.seq FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
      WHERE a.underlying = p_underlying AND a.ripcord
        AND a.as_of = (SELECT max(x.as_of) FROM custody_attestations x
@@ -589,7 +589,7 @@ COMMENT ON FUNCTION custody_ripcord_at(text, timestamptz) IS 'The latest ripcord
 CREATE OR REPLACE FUNCTION custody_position(p_underlying text, p_at timestamptz)
     RETURNS TABLE (custody_shares numeric, settled_shares numeric, in_transit_shares numeric,
                    custody_as_of timestamptz, accounts integer, ripcord_as_of timestamptz)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE ROWS 1 AS $$
     WITH cord AS (
         SELECT * FROM custody_ripcord_at(p_underlying, p_at)
     ), latest AS (
@@ -698,7 +698,7 @@ CREATE OR REPLACE FUNCTION backing_eval(p_underlying text, p_records_until times
     RETURNS TABLE (onchain_supply numeric, custody_shares numeric, custody_as_of timestamptz, ratio numeric,
                    shortfall numeric, status text, settled_shares numeric, in_transit_shares numeric,
                    accounts integer, current_supply numeric)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE ROWS 1 AS $$
     WITH p AS (
         SELECT * FROM custody_position(p_underlying, p_records_until)
     ), s AS (
@@ -721,7 +721,7 @@ COMMENT ON FUNCTION backing_eval(text, timestamptz, timestamptz) IS 'The backing
 CREATE OR REPLACE FUNCTION backing_at(p_underlying text, p_at timestamptz)
     RETURNS TABLE (underlying text, onchain_supply numeric, custody_shares numeric, custody_as_of timestamptz,
                    ratio numeric, shortfall numeric, status text)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT p_underlying, b.onchain_supply, b.custody_shares, b.custody_as_of, b.ratio, b.shortfall, b.status
       FROM backing_eval(p_underlying, p_at, p_at) b
 $$;

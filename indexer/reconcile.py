@@ -124,6 +124,7 @@ async def evaluate(store: Store, settings: Settings) -> list[FlagChange]:
     """Evaluate every rule now and open/close flags to match; returns the changes."""
     async def run(conn: asyncpg.Connection) -> list[FlagChange]:
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('xstock-indexer:reconcile'))")
+        await conn.execute("SET LOCAL jit = off")  # many cheap probes: compiling them costs more than running them
         await write_settings(conn, settings)
         await conn.execute("SELECT custody_coverage_refresh()")  # what changed since the last evaluation only
         desired = [_condition(r) for r in await conn.fetch("SELECT * FROM backing_conditions")]
