@@ -58,7 +58,7 @@ class At:
 
 
 def show(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = value if isinstance(value, str) else str(value) if isinstance(value, Decimal) else json.dumps(value)
     return '"' + (text if len(text) <= 40 else text[:37] + "...") + '"'
 
 

@@ -129,8 +129,8 @@ def world_config(world: World, database_url: str, tmp_path: Path) -> Path:
 
 
 def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = None,
-        timeout: float = 300.0, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    """Run `python -m indexer [--config PATH] ARGS...` and return the finished process
+        timeout: float = 300.0, cwd: Path = REPO_ROOT, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m indexer [--config PATH] ARGS...` (``stdin``: text fed to it) and return the finished process
     (stdout, stderr as text; check .returncode yourself). The child gets os.environ without
     the variables that override a config ($DATABASE_URL, $RPC_URL, $INDEXER_CONFIG: the
     session's $DATABASE_URL is an admin database, not the test's), plus `env`, where a value
@@ -147,7 +147,7 @@ def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = 
     if config is not None:
         command += ["--config", str(config)]
     return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False, input=stdin)
 
 
 @pytest.fixture
