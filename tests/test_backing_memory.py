@@ -82,8 +82,9 @@ async def compare(desk: Desk, underlying: str = "TSLA") -> dict[str, Any]:
             assert (await conn.fetchval("SELECT underlying_supply_at($1, $2)", underlying, t)
                     == await conn.fetchval("SELECT pg_temp.old_supply($1, $2)", underlying, t)), t
             at = await conn.fetchrow("SELECT * FROM backing_at($1, $2)", underlying, t)
-            supply = await conn.fetchval("SELECT pg_temp.old_supply($1::text, coalesce($2::timestamptz, $3::timestamptz))", underlying,
-                                         old["custody_as_of"], t)
+            supply = await conn.fetchval(
+                "SELECT pg_temp.old_supply($1::text, coalesce($2::timestamptz, $3::timestamptz))", underlying,
+                old["custody_as_of"], t)
             assert at["onchain_supply"] == supply and at["custody_shares"] == old["custody_shares"], t
         covered = await conn.fetchval("SELECT last_covered_at($1)", underlying)
         assert covered == await conn.fetchval("SELECT pg_temp.old_last_covered($1)", underlying)
