@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import io
 import threading
 import time
@@ -184,11 +185,15 @@ async def _copy_staging(conn: asyncpg.Connection, stream: Stream) -> int:
     and encodes the next chunk while the server loads the last one (at most two chunks in
     memory); the first bad record raises its InputError here."""
     loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=1)
+    chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(2)  # chunks handed over and not loaded yet
     stop = threading.Event()
 
     def hand(item: bytes | BaseException | None) -> None:
-        asyncio.run_coroutine_threadsafe(chunks.put(item), loop).result()
+        # call_soon_threadsafe, not run_coroutine_threadsafe: the latter's task/future pair is
+        # a reference cycle that keeps each chunk alive until a full garbage collection.
+        room.acquire()
+        loop.call_soon_threadsafe(chunks.put_nowait, item)
 
     def produce() -> int:
         count = 0
@@ -214,11 +219,12 @@ async def _copy_staging(conn: asyncpg.Connection, stream: Stream) -> int:
                 raise item
             await conn.copy_to_table("custody_staging", source=io.BytesIO(item), format="csv",
                                      columns=list(_STAGING))
+            room.release()
+            gc.collect(1)  # a chunk's cyclic garbage goes now, not at the next full collection
     finally:
         stop.set()
-        while not worker.done():  # let a producer blocked on a full queue finish
-            if not chunks.empty():
-                chunks.get_nowait()
+        while not worker.done():  # let a producer waiting for room finish
+            room.release()
             await asyncio.sleep(0.01)
     return await worker
 
