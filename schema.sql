@@ -580,8 +580,9 @@ CREATE OR REPLACE FUNCTION custody_ripcord_at(p_underlying text, p_at timestampt
     RETURNS TABLE (id bigint, as_of timestamptz, seq bigint) LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT a.id, a.as_of, i.seq FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
      WHERE a.underlying = p_underlying AND a.ripcord
-       AND a.as_of = (SELECT max(x.as_of) FROM custody_attestations x
-                       WHERE x.underlying = p_underlying AND x.ripcord AND x.as_of <= p_at)
+       AND a.as_of = (SELECT x.as_of FROM custody_attestations x
+                       WHERE x.underlying = p_underlying AND x.ripcord AND x.as_of <= p_at
+                       ORDER BY x.as_of DESC LIMIT 1)
      ORDER BY i.seq DESC, a.id DESC LIMIT 1
 $$;
 COMMENT ON FUNCTION custody_ripcord_at(text, timestamptz) IS 'The latest ripcord record of an underlying with as_of <= p_at (same as_of: the payload imported last); no row if none.';
@@ -600,9 +601,12 @@ CREATE OR REPLACE FUNCTION custody_position(p_underlying text, p_at timestamptz)
                  FROM custody_attestations a JOIN custody_imports i USING (payload_sha256)
                 WHERE a.underlying = c.underlying AND a.custodian = c.custodian AND a.account = c.account
                   AND NOT a.ripcord
-                  AND a.as_of = (SELECT max(x.as_of) FROM custody_attestations x
+                  AND a.as_of = (SELECT x.as_of FROM custody_attestations x
                                   WHERE x.underlying = c.underlying AND x.custodian = c.custodian
-                                    AND x.account = c.account AND NOT x.ripcord AND x.as_of <= p_at)
+                                    AND x.account = c.account AND NOT x.ripcord AND x.as_of <= p_at
+                                  -- the order of custody_attestations_account: one probe of it
+                                  ORDER BY x.underlying DESC, x.custodian DESC, x.account DESC, x.as_of DESC
+                                  LIMIT 1)
                 ORDER BY i.seq DESC, a.id DESC LIMIT 1) r
          WHERE c.underlying = p_underlying
            AND NOT EXISTS (SELECT 1 FROM cord k WHERE (r.as_of, r.seq, r.id) < (k.as_of, k.seq, k.id))
@@ -625,16 +629,19 @@ CREATE OR REPLACE FUNCTION custody_covered_between(p_underlying text, p_from tim
                                                    p_otherwise timestamptz) RETURNS timestamptz
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    t timestamptz;
+    t timestamptz := p_to;
 BEGIN
-    FOR t IN SELECT DISTINCT a.as_of FROM custody_attestations a
-              WHERE a.underlying = p_underlying AND NOT a.ripcord AND a.as_of >= p_from AND a.as_of < p_to
-              ORDER BY a.as_of DESC LOOP
+    LOOP  -- newest first, one index probe per attestation time (never the whole range at once)
+        SELECT a.as_of INTO t FROM custody_attestations a
+         WHERE a.underlying = p_underlying AND NOT a.ripcord AND a.as_of < t AND a.as_of >= p_from
+         ORDER BY a.underlying DESC, a.as_of DESC LIMIT 1;
+        IF NOT FOUND THEN
+            RETURN p_otherwise;
+        END IF;
         IF custody_covers(p_underlying, t) THEN
             RETURN t;
         END IF;
     END LOOP;
-    RETURN p_otherwise;
 END $$;
 COMMENT ON FUNCTION custody_covered_between(text, timestamptz, timestamptz, timestamptz) IS 'The latest attestation time in [p_from, p_to) at which custody held the whole supply; p_otherwise if none.';
 
@@ -800,18 +807,22 @@ SELECT 'ripcord', 'high', r.underlying, NULL, NULL, '', NULL,
                           'ripcord_details', r.ripcord_details, 'source', r.source)
   FROM newest r
 UNION ALL
-SELECT 'unmatched_mint', 'high', t.underlying, l.chain_id, l.token, '', NULL,
-       jsonb_build_object('mints', count(*), 'amount', sum(to_units(l.amount_raw, t.decimals))::text,
-                          'first_block', min(l.block_number), 'first_time', min(l.block_time),
-                          'first_tx', (array_agg(l.tx_hash ORDER BY l.block_number, l.log_index))[1],
-                          'last_block', max(l.block_number), 'covered_until', tr.covered,
-                          'settlement_window_seconds', extract(epoch FROM n.settle)::bigint)
+SELECT 'unmatched_mint', 'high', t.underlying, t.chain_id, t.token, '', NULL,
+       jsonb_build_object('mints', m.mints, 'amount', m.amount::text, 'first_block', m.first_block,
+                          'first_time', m.first_time, 'first_tx', m.first_tx, 'last_block', m.last_block,
+                          'covered_until', tr.covered, 'settlement_window_seconds', extract(epoch FROM n.settle)::bigint)
   FROM tracked tr CROSS JOIN n
   JOIN tokens t ON t.underlying = tr.underlying
-  JOIN transfer_log l ON l.chain_id = t.chain_id AND l.token = t.token
-                     AND l.from_address = '0x0000000000000000000000000000000000000000'
- WHERE l.block_time <= n.now - n.settle AND l.block_time > coalesce(tr.covered, '-infinity')
- GROUP BY t.underlying, l.chain_id, l.token, tr.covered, n.settle
+ CROSS JOIN LATERAL (  -- per token, so the time range is a condition on transfer_log_supply
+       SELECT count(*) AS mints, sum(to_units(l.amount_raw, t.decimals)) AS amount,
+              min(l.block_number) AS first_block, min(l.block_time) AS first_time,
+              (array_agg(l.tx_hash ORDER BY l.block_number, l.log_index))[1] AS first_tx,
+              max(l.block_number) AS last_block
+         FROM transfer_log l
+        WHERE l.chain_id = t.chain_id AND l.token = t.token
+          AND l.from_address = '0x0000000000000000000000000000000000000000'
+          AND l.block_time <= n.now - n.settle AND l.block_time > coalesce(tr.covered, '-infinity')) m
+ WHERE m.mints > 0
 UNION ALL
 SELECT 'multiplier_without_custody', 'high', i.underlying, i.chain_id, i.token, i.block_number::text,
        greatest(0, i.supply - coalesce(i.custody_shares, 0)),

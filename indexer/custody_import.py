@@ -42,6 +42,7 @@ from .store import Store
 log = logs.get("custody")
 FUTURE_SLACK = timedelta(minutes=5)
 CHUNK_RECORDS = 20_000
+ANALYZE_AFTER = 100_000
 _STAGING = ("n", "line", "path", "underlying", "custodian", "account", "settled_shares", "in_transit_shares",
             "as_of", "attestor", "ripcord", "ripcord_details")
 
@@ -103,6 +104,8 @@ async def import_source(settings: Settings, src: Source, fmt: str | None, underl
                 return await _load(conn, stream, src, source)
 
             added, count = await store.transact("custody_import", load)
+        if added and count >= ANALYZE_AFTER:  # fresh statistics, or the planner misjudges the new rows
+            await store.transact("custody_analyze", lambda conn: conn.execute("ANALYZE custody_attestations"))
         log.info("custody_import", source=src.name, format=kind, records=count, duplicate=not added)
         changes = await reconcile.evaluate(store, settings)
     finally:
