@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -35,9 +36,11 @@ from typing import Any
 
 import asyncpg
 
+from indexer import reconcile
+from indexer.config import load_settings
 from indexer.devnet import Anvil, Simulator
 from indexer.devnet.deploy import deploy_world
-from indexer.store import schema_sql
+from indexer.store import Store, schema_sql
 
 from . import analyst_bench, live
 from .custody_feed import write_feed
@@ -120,9 +123,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {result['import']}", flush=True)
         result["reimport"] = summary(command(config, workdir, "custody", "import", str(feed), name="reimport"))
         print(f"re-import: {result['reimport']}", flush=True)
-        for verb in ("status", "reconcile"):
+        for verb in ("status", "reconcile", "migrate"):
             result[verb] = [summary(command(config, workdir, verb, name=f"{verb}-{i}")) for i in (1, 2)]
             print(f"{verb}: {result[verb]}", flush=True)
+        result["answers"] = await answers(config)
+        print(f"answers without migrate: {result['answers']}", flush=True)
         result["database"] = await counts(db)
         if args.live_blocks:
             sim = Simulator(world, seed=7, n_holders=50)
@@ -137,6 +142,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
     result["machine"]["load_avg_at_end"] = os.getloadavg()
     return result
+
+
+async def answers(config: Path, repeat: int = 5) -> dict[str, float]:
+    """Median seconds of what `reconcile` and `status` compute, without their migrate: one
+    evaluation of the rules (the daemon's per-step hook) and the backing report."""
+    settings = load_settings(str(config), env={})
+    store = await Store.open(settings.database_url, role="bench")
+    timings: dict[str, list[float]] = {"evaluate_s": [], "backing_report_s": []}
+    try:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            await reconcile.evaluate(store, settings)
+            middle = time.perf_counter()
+            await reconcile.backing_report(store)
+            timings["evaluate_s"].append(middle - started)
+            timings["backing_report_s"].append(time.perf_counter() - middle)
+    finally:
+        await store.close()
+    return {k: round(statistics.median(v), 3) for k, v in timings.items()}
 
 
 async def counts(db: str) -> dict[str, int]:

@@ -33,48 +33,26 @@ import io
 import json
 import operator
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO
 
 from . import custody_fields as f
-from .custody_fields import At, Context
+from . import custody_json as j
+from .custody_fields import ATTESTOR_FEED, COLUMNS, ISSUER_API, At, Context, CustodyRecord
 from .errors import InputError
-from .models import underlying_of
 
 __all__ = ["ATTESTOR_FEED", "COLUMNS", "FORMATS", "ISSUER_API", "Context", "CustodyRecord", "Payload", "Stream",
            "open_stream", "parse"]
 
 FORMATS = ("csv", "json", "attestor", "issuer")
-COLUMNS = ("underlying", "custodian", "account", "settled_shares", "in_transit_shares", "as_of", "attestor",
-           "ripcord")
-ATTESTOR_FEED = "attestor feed"
-ISSUER_API = "issuer API"
 _CHUNK = 1 << 20
 # Shares the fast path takes as they are: at most 40 integer and 38 fraction digits (so at most
 # 78 digits, below 10^40, never negative); anything else goes through the checks that name it.
 _PLAIN_SHARES = re.compile(r"\d{1,40}(?:\.\d{0,38})?|\.\d{1,38}")
 _JSON_SCALARS = {type(None): "null", bool: "a boolean", str: "a string", int: "a number", Decimal: "a number"}
-
-
-@dataclass(frozen=True, slots=True)
-class CustodyRecord:
-    underlying: str
-    custodian: str
-    account: str
-    settled_shares: Decimal
-    in_transit_shares: Decimal
-    as_of: datetime
-    attestor: str
-    ripcord: bool
-    ripcord_details: str | None = None
-
-    @property
-    def custody_shares(self) -> Decimal:
-        """What backs the token: settled plus in transit (bought, owed to the custodian)."""
-        return self.settled_shares + self.in_transit_shares
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +99,9 @@ def open_stream(source: IO[bytes], ctx: Context, fmt: str | None = None) -> Stre
         if fmt is None and len(head) < _CHUNK:
             _refuse_json_scalar(head, ctx.name)
         return Stream("csv", _counted(_from_csv(_text(head, source, ctx.name), ctx), ctx.name))
-    doc = _load_json(_decode(head + source.read(), ctx.name), ctx.name)
-    fmt = fmt or _guess(doc, ctx.name)
-    parser = {"json": _from_json, "attestor": _from_attestor, "issuer": _from_issuer}[fmt]
+    doc = j.load_json(_decode(head + source.read(), ctx.name), ctx.name)
+    fmt = fmt or j.guess(doc, ctx.name)
+    parser = {"json": j.from_json, "attestor": j.from_attestor, "issuer": j.from_issuer}[fmt]
     return Stream(fmt, _counted(parser(doc, ctx), ctx.name))
 
 
@@ -140,7 +118,7 @@ def _refuse_json_scalar(head: bytes, name: str) -> None:
     """A whole small payload that is a JSON null, boolean, string or number: say so, rather
     than complain about its CSV header."""
     try:
-        doc = json.loads(head.decode("utf-8-sig"), parse_float=Decimal, parse_int=_json_int)
+        doc = json.loads(head.decode("utf-8-sig"), parse_float=Decimal, parse_int=j.json_int)
     except (ValueError, RecursionError):
         return
     kind = _JSON_SCALARS.get(type(doc))
@@ -201,36 +179,6 @@ def _lines(head: bytes, rest: IO[bytes], name: str) -> Iterator[str]:
         yield pending
 
 
-def _guess(doc: Any, name: str) -> str:
-    if isinstance(doc, dict):
-        if "accounts" in doc:
-            return "attestor"
-        if "holdings" in doc or "sharesHeld" in doc:
-            return "issuer"
-        raise InputError(f"{name}: a JSON object is neither an attestor feed (accounts) nor an issuer API "
-                         "answer (holdings); pass --format")
-    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and ("holdings" in doc[0] or "sharesHeld" in doc[0]):
-        return "issuer"
-    return "json"
-
-
-def _json_int(digits: str) -> int | Decimal:
-    # Python's int() refuses more than 4300 digits with a bare ValueError: keep long ones as
-    # Decimal, which the shares check then refuses by name.
-    return int(digits) if len(digits) <= f.MAX_DIGITS + 1 else Decimal(digits)
-
-
-def _load_json(text: str, name: str) -> Any:
-    try:  # NaN/Infinity stay strings, so the number check rejects them by name
-        return json.loads(text, parse_float=Decimal, parse_int=_json_int, parse_constant=str)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name} line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}") from None
-    except RecursionError:
-        raise InputError(f"{name}: JSON nested too deeply") from None
-    except ValueError as exc:
-        raise InputError(f"{name}: not valid JSON: {str(exc)[:80]}") from None
-
-
 def _from_csv(lines: Iterator[str], ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
     reader = csv.reader(lines)
     try:
@@ -247,14 +195,14 @@ def _from_csv(lines: Iterator[str], ctx: Context) -> Iterator[tuple[At, CustodyR
                 if len(row) != width:
                     raise At(ctx.name, reader.line_num).fail(None, f"{len(row)} fields, the header has {width}")
             at = At(ctx.name, reader.line_num)
-            yield at, fast.record(row) or _record(at, dict(zip(names, row, strict=True)), ctx)
+            yield at, fast.record(row) or f.row_record(at, dict(zip(names, row, strict=True)), ctx)
     except csv.Error as exc:
         raise At(ctx.name, reader.line_num).fail(None, f"not valid CSV: {exc}") from None
 
 
 class _FastCsv:
     """The common CSV row (plain values, known names, a time seen on the row before) checked
-    without building messages; None sends the row through :func:`_record`, which names the fault
+    without building messages; None sends the row through :func:`custody_fields.row_record`, which names the fault
     or accepts what the fast path does not know."""
 
     def __init__(self, names: list[str], ctx: Context) -> None:
@@ -289,64 +237,4 @@ class _FastCsv:
         return moment
 
 
-def _from_json(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
-    if not isinstance(doc, list):
-        raise At(ctx.name).fail(None, "expected an array of custody records")
-    for i, item in enumerate(doc):
-        at = At(ctx.name, path=f"$[{i}]")
-        yield at, _record(at, f.obj(at, item), ctx)
 
-
-def _record(at: At, row: Mapping[str, Any], ctx: Context) -> CustodyRecord:
-    record = CustodyRecord(  # checked in column order, so the first bad column is the one named
-        underlying=f.resolve(at, "underlying", f.text(at, "underlying", f.need(at, row, "underlying")), ctx),
-        custodian=f.text(at, "custodian", f.need(at, row, "custodian")),
-        account=f.text(at, "account", f.need(at, row, "account")),
-        settled_shares=f.shares(at, "settled_shares", f.need(at, row, "settled_shares")),
-        in_transit_shares=f.shares(at, "in_transit_shares", f.need(at, row, "in_transit_shares")),
-        as_of=f.when(at, "as_of", f.need(at, row, "as_of"), False, ctx),
-        attestor=f.text(at, "attestor", f.need(at, row, "attestor")),
-        ripcord=f.flag(at, "ripcord", f.need(at, row, "ripcord")),
-    )
-    return replace(record, ripcord_details=f.details(row.get("ripcord_details"))) if record.ripcord else record
-
-
-def _from_attestor(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
-    root = At(ctx.name)
-    feed = f.obj(root, doc)
-    as_of = f.when(root, "timestamp", f.need(root, feed, "timestamp"), True, ctx)
-    ripcord = f.flag(root, "ripcord", f.need(root, feed, "ripcord"))
-    details = f.details(feed.get("ripcordDetails")) if ripcord else None
-    for i, item in enumerate(f.array(root, "accounts", f.need(root, feed, "accounts"))):
-        at = root.child(f".accounts[{i}]")
-        account = f.obj(at, item)
-        name = f.text(at, "accountName", f.need(at, account, "accountName"))
-        target = ctx.accounts.get(name) or ctx.underlying
-        if target is None:
-            raise at.fail("accountName", f"{f.show(name)} is not in [custody.accounts] and no --underlying was given")
-        reserve = f.shares(at, "totalReserve", f.need(at, account, "totalReserve"))
-        if account.get("totalToken") is not None:
-            f.shares(at, "totalToken", account["totalToken"])
-        yield at, CustodyRecord(f.resolve(at, "accountName", target, ctx), name, name, reserve, Decimal(0),
-                                as_of, ATTESTOR_FEED, ripcord, details)
-
-
-def _from_issuer(doc: Any, ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
-    single = not isinstance(doc, list)
-    for i, item in enumerate([doc] if single else doc):
-        at = At(ctx.name, path="$" if single else f"$[{i}]")
-        answer = f.obj(at, item)
-        symbol = f.text(at, "symbol", f.need(at, answer, "symbol"))
-        underlying = f.resolve(at, "symbol", ctx.underlying or symbol, ctx, fallback=underlying_of)
-        as_of = f.when(at, "timestamp", f.need(at, answer, "timestamp"), True, ctx)
-        for key in ("sharesHeld", "circulatingSupply"):
-            if answer.get(key) is not None:
-                f.shares(at, key, answer[key])
-        for j, entry in enumerate(f.array(at, "holdings", f.need(at, answer, "holdings"))):
-            hat = at.child(f".holdings[{j}]")
-            holding = f.obj(hat, entry)
-            provider = f.text(hat, "provider", f.need(hat, holding, "provider"))
-            quantity = f.shares(hat, "quantity", f.need(hat, holding, "quantity"))
-            if holding.get("symbol") is not None:
-                f.text(hat, "symbol", holding["symbol"])
-            yield hat, CustodyRecord(underlying, provider, symbol, quantity, Decimal(0), as_of, ISSUER_API, False)

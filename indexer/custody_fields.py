@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,8 +22,30 @@ from typing import Any
 from .errors import InputError
 
 MAX_DIGITS = 78
+ATTESTOR_FEED = "attestor feed"
+ISSUER_API = "issuer API"
+COLUMNS = ("underlying", "custodian", "account", "settled_shares", "in_transit_shares", "as_of", "attestor",
+           "ripcord")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _MAX_EXPONENT = 40  # 10^40 shares: far beyond any custody account, well inside numeric
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyRecord:
+    underlying: str
+    custodian: str
+    account: str
+    settled_shares: Decimal
+    in_transit_shares: Decimal
+    as_of: datetime
+    attestor: str
+    ripcord: bool
+    ripcord_details: str | None = None
+
+    @property
+    def custody_shares(self) -> Decimal:
+        """What backs the token: settled plus in transit (bought, owed to the custodian)."""
+        return self.settled_shares + self.in_transit_shares
 
 
 @dataclass(frozen=True)
@@ -159,3 +181,19 @@ def resolve(at: At, key: str, name: str, ctx: Context, fallback: Callable[[str],
         listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
         raise at.fail(key, f"{show(name)} is not a known underlying (known: {listed})")
     return found
+
+
+def row_record(at: At, row: Mapping[str, Any], ctx: Context) -> CustodyRecord:
+    """One record from a row of named values (a CSV line, a JSON object), checked in column
+    order so that the first bad column is the one named."""
+    record = CustodyRecord(  # checked in column order, so the first bad column is the one named
+        underlying=resolve(at, "underlying", text(at, "underlying", need(at, row, "underlying")), ctx),
+        custodian=text(at, "custodian", need(at, row, "custodian")),
+        account=text(at, "account", need(at, row, "account")),
+        settled_shares=shares(at, "settled_shares", need(at, row, "settled_shares")),
+        in_transit_shares=shares(at, "in_transit_shares", need(at, row, "in_transit_shares")),
+        as_of=when(at, "as_of", need(at, row, "as_of"), False, ctx),
+        attestor=text(at, "attestor", need(at, row, "attestor")),
+        ripcord=flag(at, "ripcord", need(at, row, "ripcord")),
+    )
+    return replace(record, ripcord_details=details(row.get("ripcord_details"))) if record.ripcord else record
