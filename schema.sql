@@ -404,6 +404,7 @@ BEGIN
      WHERE stable_until > NEW.block_time;
     RETURN NULL;
 END $$;
+COMMENT ON FUNCTION custody_coverage_rewound() IS 'Trigger on cursors: a rewound chain lowers custody_coverage.stable_until to its new latest block.';
 CREATE OR REPLACE TRIGGER cursors_custody_coverage AFTER UPDATE OF block_number ON cursors
     FOR EACH ROW WHEN (NEW.block_number < OLD.block_number OR NEW.block_time < OLD.block_time)
     EXECUTE FUNCTION custody_coverage_rewound();
@@ -414,6 +415,7 @@ BEGIN
      WHERE underlying IN (SELECT n.underlying FROM changed n);
     RETURN NULL;
 END $$;
+COMMENT ON FUNCTION custody_coverage_forget() IS 'Trigger on tokens: a token added or removed changes the supply at every time, so the memory of its underlying is dropped.';
 CREATE OR REPLACE TRIGGER tokens_custody_coverage_insert AFTER INSERT ON tokens
     REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION custody_coverage_forget();
 CREATE OR REPLACE TRIGGER tokens_custody_coverage_delete AFTER DELETE ON tokens
@@ -697,6 +699,8 @@ BEGIN
     END LOOP;
     RETURN n;
 END $$;
+REVOKE ALL ON FUNCTION custody_absorb(text), custody_coverage_rewound(), custody_coverage_forget(),
+    custody_coverage_refresh() FROM PUBLIC;  -- writers: the indexer's own login (the owner) runs them
 COMMENT ON FUNCTION custody_coverage_refresh() IS 'Moves custody_coverage up to the latest indexed blocks, looking only at the attestation times in between; run by every reconcile. Returns the underlyings updated.';
 
 COMMENT ON FUNCTION last_covered_at(text) IS 'The latest attestation time at which custody held the whole supply of that moment; NULL if never. A mint or a multiplier increase before it is covered (R6, R8). Exact at any moment; it looks only at the times custody_coverage does not settle.';
