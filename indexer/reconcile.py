@@ -3,7 +3,9 @@
 The rules themselves are SQL (view ``backing_conditions`` in schema.sql, R3..R10). One evaluation:
 
 1. copies ``[custody]`` stale_after and settlement_window into ``indexer_settings``, where the
-   rules read them;
+   rules read them, and moves the coverage memory up to the latest indexed blocks
+   (``custody_coverage_refresh``: it looks only at attestation times it has not settled yet, so
+   the cost of an evaluation does not grow with the custody history);
 2. reads the conditions that should be open and the flags that are open;
 3. opens a flag for each new condition, closes each open flag whose condition is gone, and keeps
    the shortfall and details of the others current: one condition never has two open flags (a
