@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import IO
+from typing import IO, Any
 
 from . import custody_fields as f
 from . import custody_json as j
@@ -63,12 +63,36 @@ class Payload:
 
 
 @dataclass(frozen=True)
+class CsvRows:
+    """A CSV payload's lines and what checks them: :meth:`open` reads the header and returns the
+    reader of the rows after it with the column names. The bulk importer reads rows from here
+    directly (:mod:`custody_copy`); everyone else iterates :attr:`Stream.records`."""
+
+    lines: Iterator[str]
+    ctx: Context
+
+    def open(self) -> tuple[Any, list[str]]:
+        reader = csv.reader(self.lines)
+        try:
+            names = [h.strip().lower() for h in next(reader, [])]
+        except csv.Error as exc:
+            raise At(self.ctx.name, reader.line_num).fail(None, f"not valid CSV: {exc}") from None
+        missing = [c for c in COLUMNS if c not in names]
+        if missing:
+            raise At(self.ctx.name, 1).fail(
+                None, f"the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)})")
+        return reader, names
+
+
+@dataclass(frozen=True)
 class Stream:
     """The records of one payload, validated as they are read; iterating raises InputError at
-    the first fault (and at the end when there was no record)."""
+    the first fault (and at the end when there was no record). ``csv``: the same payload as
+    rows, for a CSV (use one or the other: both read the same lines)."""
 
     format: str
     records: Iterator[tuple[At, CustodyRecord]]
+    csv: CsvRows | None = None
 
 
 def parse(data: bytes, ctx: Context, fmt: str | None = None) -> Payload:
@@ -98,7 +122,8 @@ def open_stream(source: IO[bytes], ctx: Context, fmt: str | None = None) -> Stre
     if fmt == "csv" or (fmt is None and start not in (b"[", b"{")):
         if fmt is None and len(head) < _CHUNK:
             _refuse_json_scalar(head, ctx.name)
-        return Stream("csv", _counted(_from_csv(_text(head, source, ctx.name), ctx), ctx.name))
+        rows = CsvRows(_text(head, source, ctx.name), ctx)
+        return Stream("csv", _counted(_from_csv(rows), ctx.name), rows)
     doc = j.load_json(_decode(head + source.read(), ctx.name), ctx.name)
     fmt = fmt or j.guess(doc, ctx.name)
     parser = {"json": j.from_json, "attestor": j.from_attestor, "issuer": j.from_issuer}[fmt]
@@ -179,13 +204,10 @@ def _lines(head: bytes, rest: IO[bytes], name: str) -> Iterator[str]:
         yield pending
 
 
-def _from_csv(lines: Iterator[str], ctx: Context) -> Iterator[tuple[At, CustodyRecord]]:
-    reader = csv.reader(lines)
+def _from_csv(rows: CsvRows) -> Iterator[tuple[At, CustodyRecord]]:
+    reader, names = rows.open()
+    ctx = rows.ctx
     try:
-        names = [h.strip().lower() for h in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in names]
-        if missing:
-            raise At(ctx.name, 1).fail(None, f"the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)})")
         width = len(names)
         fast = _FastCsv(names, ctx)
         for row in reader:

@@ -6,10 +6,12 @@ becomes the latest statement for the times it covers again (custody_imports.seq 
 between two records of one account and one as_of). A new payload is validated as a stream
 (:mod:`custody`; known underlyings: the indexed tokens' underlyings and symbols, the config's
 tokens and ``[custody.accounts]``, earlier records; unchecked while no token is indexed yet;
-as_of at most 5 minutes past both the clock and the latest indexed block) and loaded in chunks
-with COPY into a staging table, then moved into custody_attestations, all in one transaction:
-a fault on the last line leaves nothing behind, and memory does not grow with the file. Then
-the backing rules run (:func:`reconcile.evaluate`).
+as_of at most 5 minutes past both the clock and the latest indexed block), encoded by
+:mod:`custody_copy` in a worker thread and loaded in chunks with COPY straight into
+custody_attestations, all in one transaction: a fault on the last line leaves nothing behind,
+and memory does not grow with the file. Two records for one account and one as_of are found
+from the encoder's key hashes (the rows are grouped in the database only when two hashes are
+equal). Then the backing rules run (:func:`reconcile.evaluate`).
 
 Failures: InputError (exit 2) for an unreadable or oversized payload, a bad record, an HTTP
 error status or a refused URL; ServiceUnreachable (exit 2) when the URL or the database cannot
@@ -19,7 +21,6 @@ be reached.
 from __future__ import annotations
 
 import asyncio
-import csv
 import gc
 import io
 import threading
@@ -27,13 +28,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import islice
 
 import asyncpg
 
 from . import logs, reconcile
 from .config import Settings
 from .custody import Context, Stream, open_stream
+from .custody_copy import COPY_COLUMNS, Encoder
 from .custody_source import Source, fetch, open_file
 from .errors import InputError
 from .models import underlying_of
@@ -43,8 +44,6 @@ log = logs.get("custody")
 FUTURE_SLACK = timedelta(minutes=5)
 CHUNK_RECORDS = 20_000
 ANALYZE_AFTER = 100_000
-_STAGING = ("n", "line", "path", "underlying", "custodian", "account", "settled_shares", "in_transit_shares",
-            "as_of", "attestor", "ripcord", "ripcord_details")
 
 
 @dataclass(frozen=True)
@@ -158,35 +157,24 @@ async def _load(conn: asyncpg.Connection, stream: Stream, src: Source, source: s
     if not fresh:
         await _restate(conn, src.sha256)
         return False, await conn.fetchval("SELECT records FROM custody_imports WHERE payload_sha256 = $1", src.sha256)
-    await conn.execute(
-        """CREATE TEMPORARY TABLE custody_staging (
-               n bigint, line bigint, path text, underlying text, custodian text, account text,
-               settled_shares numeric, in_transit_shares numeric, as_of timestamptz, attestor text,
-               ripcord boolean, ripcord_details text) ON COMMIT DROP""")
     started = time.monotonic()
-    count = await _copy_staging(conn, stream)
-    staged = time.monotonic()
-    await _refuse_duplicates(conn, src.name)
+    encoder = Encoder(stream, source, src.sha256)
+    count = await _copy(conn, encoder)
+    copied = time.monotonic()
+    if encoder.clashes():
+        await _refuse_duplicates(conn, src, encoder)
     checked = time.monotonic()
-    await conn.execute(
-        """INSERT INTO custody_attestations (underlying, custodian, account, settled_shares, in_transit_shares, as_of,
-                                            attestor, ripcord, ripcord_details, source, payload_sha256)
-           SELECT underlying, custodian, account, settled_shares, in_transit_shares, as_of, attestor, ripcord,
-                  ripcord_details, $1, $2
-             FROM custody_staging ORDER BY n""", source, src.sha256)
     await conn.execute("UPDATE custody_imports SET records = $2 WHERE payload_sha256 = $1", src.sha256, count)
-    stored = time.monotonic()
     await conn.execute("SELECT custody_absorb($1)", src.sha256)
-    log.info("custody_load", records=count, parse_copy_s=round(staged - started, 2),
-             duplicates_s=round(checked - staged, 2), insert_s=round(stored - checked, 2),
-             absorb_s=round(time.monotonic() - stored, 2))
+    log.info("custody_load", records=count, parse_copy_s=round(copied - started, 2),
+             duplicates_s=round(checked - copied, 2), absorb_s=round(time.monotonic() - checked, 2))
     return True, count
 
 
-async def _copy_staging(conn: asyncpg.Connection, stream: Stream) -> int:
-    """COPY the records into custody_staging in chunks of CHUNK_RECORDS. A worker thread parses
-    and encodes the next chunk while the server loads the last one (at most two chunks in
-    memory); the first bad record raises its InputError here."""
+async def _copy(conn: asyncpg.Connection, encoder: Encoder) -> int:
+    """COPY the records into custody_attestations in chunks of CHUNK_RECORDS. A worker thread
+    parses and encodes the next chunk while the server loads the last one (at most two chunks
+    in memory); the first bad record raises its InputError here."""
     loop = asyncio.get_running_loop()
     chunks: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
     room = threading.Semaphore(2)  # chunks handed over and not loaded yet
@@ -198,30 +186,23 @@ async def _copy_staging(conn: asyncpg.Connection, stream: Stream) -> int:
         room.acquire()
         loop.call_soon_threadsafe(chunks.put_nowait, item)
 
-    def produce() -> int:
-        count = 0
+    def produce() -> None:
         try:
-            while not stop.is_set() and (chunk := list(islice(stream.records, CHUNK_RECORDS))):
-                buffer = io.StringIO()
-                writer = csv.writer(buffer)
-                for at, r in chunk:
-                    writer.writerow((count, at.line, at.path if at.line is None else None, r.underlying,
-                                     r.custodian, r.account, r.settled_shares, r.in_transit_shares,
-                                     r.as_of.isoformat(), r.attestor, r.ripcord, r.ripcord_details))
-                    count += 1
-                hand(buffer.getvalue().encode())
+            for chunk in encoder.chunks(CHUNK_RECORDS):
+                if stop.is_set():
+                    return
+                hand(chunk)
             hand(None)
         except BaseException as exc:  # handed over whole: InputError says what is wrong
             hand(exc)
-        return count
 
     worker = loop.run_in_executor(None, produce)
     try:
         while (item := await chunks.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            await conn.copy_to_table("custody_staging", source=io.BytesIO(item), format="csv",
-                                     columns=list(_STAGING))
+            await conn.copy_to_table("custody_attestations", source=io.BytesIO(item), format="text",
+                                     columns=list(COPY_COLUMNS))
             room.release()
             gc.collect(1)  # a chunk's cyclic garbage goes now, not at the next full collection
     finally:
@@ -229,21 +210,23 @@ async def _copy_staging(conn: asyncpg.Connection, stream: Stream) -> int:
         while not worker.done():  # let a producer waiting for room finish
             room.release()
             await asyncio.sleep(0.01)
-    return await worker
+    await worker
+    return encoder.count
 
 
-async def _refuse_duplicates(conn: asyncpg.Connection, name: str) -> None:
-    """Two records for one account and one as_of: name the second (in payload order) and the first."""
+async def _refuse_duplicates(conn: asyncpg.Connection, src: Source, encoder: Encoder) -> None:
+    """Two records for one account and one as_of (their key hashes were equal): name the second
+    (in payload order) and the first. Equal hashes of different keys pass."""
     row = await conn.fetchrow(
-        """WITH d AS (
-               SELECT underlying, custodian, account, as_of, (array_agg(n ORDER BY n))[2] AS second, min(n) AS first
-                 FROM custody_staging GROUP BY underlying, custodian, account, as_of HAVING count(*) > 1
-                ORDER BY 5 LIMIT 1)
-           SELECT d.*, a.line AS first_line, a.path AS first_path, b.line, b.path
-             FROM d JOIN custody_staging a ON a.n = d.first JOIN custody_staging b ON b.n = d.second""")
+        """SELECT underlying, custodian, account, as_of, ids[1] AS first, ids[2] AS second FROM (
+               SELECT underlying, custodian, account, as_of, array_agg(id ORDER BY id) AS ids
+                 FROM custody_attestations WHERE payload_sha256 = $1
+                GROUP BY underlying, custodian, account, as_of HAVING count(*) > 1) d
+            ORDER BY ids[2] LIMIT 1""", src.sha256)
     if row is None:
         return
-    first = f"line {row['first_line']}" if row["first_line"] is not None else row["first_path"]
-    where = f"line {row['line']}" if row["line"] is not None else row["path"]
-    raise InputError(f"{name} {where}: a second record for {row['underlying']} {row['custodian']}/{row['account']} "
+    index = "SELECT count(*) FROM custody_attestations WHERE payload_sha256 = $1 AND id < $2"
+    first = encoder.place(await conn.fetchval(index, src.sha256, row["first"]))
+    where = encoder.place(await conn.fetchval(index, src.sha256, row["second"]))
+    raise InputError(f"{src.name} {where}: a second record for {row['underlying']} {row['custodian']}/{row['account']} "
                      f"at {row['as_of'].astimezone(UTC).isoformat()} (first at {first})")

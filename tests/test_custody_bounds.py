@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -241,3 +241,46 @@ async def test_pull_refusals_are_one_masked_line(desk: Desk, feed: str, tls_feed
     await nothing_stored(desk)
     done = cli("custody", "pull", "--allow-http", f"{feed}/same", config=desk.config)
     assert done.returncode == 0 and "1 record(s) added (issuer" in done.stdout, done.stderr
+
+
+async def test_every_spelling_is_stored_as_the_checked_parser_reads_it(desk: Desk, tmp_path: Path) -> None:
+    """The bulk path writes plain rows from their own text and sends the rest through the
+    checks: both must store exactly what `parse` returns, whatever the spelling."""
+    desk.mint("TSLAx", 10)
+    await desk.index()
+    t = desk.now() - 3600
+    zoned = datetime.fromtimestamp(t, UTC).astimezone(timezone(timedelta(hours=2))).isoformat()
+    lines = [
+        row("plain", "10", iso(t)),
+        row("dot-end", "1.", iso(t)), row("dot-start", ".5", iso(t)), row("zeros", "007.250", iso(t)),
+        f" tslax , Clearstream , padded , 3 , 1 ,{iso(t)}, TNF , FALSE ",
+        f'TSLA,"Clear,stream","tab\there",4,0,{iso(t)},"back\\slash",false',
+        f'TSLA,Clearstream,"two\nlines",5,0,{iso(t)},TNF,false',
+        f"TSLA,Clearstream,cord,6,0,{iso(t - 60)},TNF,true",
+        f"TSLA,Clearstream,zoned,7,0,{zoned},TNF,false",
+        "", f"TSLA,Clearstream,after-blank,8,0,{iso(t)},TNF,false",
+    ]
+    path = tmp_path / "spellings.csv"
+    path.write_text("\n".join([HEADER, *lines]) + "\n")
+    done = cli("custody", "import", str(path), config=desk.config)
+    assert done.returncode == 0, done.stderr
+    expected = parse(path.read_bytes(), Context("x", KNOWN)).records
+    stored = await desk.fetch("SELECT underlying, custodian, account, settled_shares, in_transit_shares, as_of, "
+                              "attestor, ripcord FROM custody_attestations ORDER BY id")
+    assert [tuple(r) for r in stored] == [
+        (e.underlying, e.custodian, e.account, e.settled_shares, e.in_transit_shares, e.as_of, e.attestor, e.ripcord)
+        for e in expected]
+    assert len(stored) == len(lines) - 1
+
+
+async def test_a_json_duplicate_is_named_by_its_path(desk: Desk, tmp_path: Path) -> None:
+    desk.mint("TSLAx", 10)
+    await desk.index()
+    at = iso(desk.now() - 60)
+    record = {"underlying": "TSLA", "custodian": "C", "account": "a", "settled_shares": "1", "in_transit_shares": "0",
+              "as_of": at, "attestor": "TNF", "ripcord": False}
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps([record, {**record, "account": "b"}, record]))
+    refused(cli("custody", "import", str(path), config=desk.config),
+            "$[2]: a second record for TSLA C/a at", "(first at $[0])")
+    await nothing_stored(desk)
