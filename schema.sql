@@ -102,6 +102,110 @@ CREATE TABLE IF NOT EXISTS share_balances (
 ALTER TABLE share_balances SET (fillfactor = 50);
 COMMENT ON TABLE share_balances IS 'The share ledger: shares per holder as of the token''s synced_block, folded from TransferShares (or Transfer for a plain ERC-20). Zero rows are kept so verify can check every address ever seen.';
 
+-- Holder counts without counting: a token can have a million holders, and status, token_supply
+-- and the demo ask for the count all the time. Triggers on share_balances keep, in the writing
+-- transaction (a batch, a rewind, any bulk load alike), the number of addresses with shares > 0
+-- per token and a copy of the few rows holding less than 10^9 shares. A holder is an address
+-- whose balanceOf is > 0: floor(shares * M / 1e18) > 0, i.e. shares >= ceil(1e18 / M)
+-- (holder_threshold). For M >= 1e18 that is every address with shares; below, the addresses
+-- under the threshold (dust) are found in small_holdings by one index range probe.
+CREATE TABLE IF NOT EXISTS holder_counts (
+    chain_id  bigint NOT NULL,
+    token     text NOT NULL,
+    holders   bigint NOT NULL,
+    PRIMARY KEY (chain_id, token)
+);
+COMMENT ON TABLE holder_counts IS 'Per token, the number of share_balances rows with shares > 0, kept by triggers on share_balances in the same transaction. token_supply.holder_count subtracts the dust (see holder_threshold).';
+
+CREATE TABLE IF NOT EXISTS small_holdings (
+    chain_id  bigint NOT NULL,
+    token     text NOT NULL,
+    holder    text NOT NULL,
+    shares    numeric(78,0) NOT NULL,
+    PRIMARY KEY (chain_id, token, holder)
+);
+CREATE INDEX IF NOT EXISTS small_holdings_shares ON small_holdings (chain_id, token, shares);
+COMMENT ON TABLE small_holdings IS 'The share_balances rows with 0 < shares < 10^9, kept by triggers on share_balances: where the holders whose balance rounds to 0 are (a multiplier of at least 1e-9 puts the dust threshold below 10^9 shares). An index, not a copy of the ledger: share_balances itself keeps no index on shares, so that its updates stay HOT.';
+
+CREATE OR REPLACE FUNCTION holder_threshold(p_multiplier numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN p_multiplier > 0 THEN div(1000000000000000000 + p_multiplier - 1, p_multiplier) END;
+COMMENT ON FUNCTION holder_threshold(numeric) IS 'The fewest shares worth at least one base unit at multiplier p_multiplier: ceil(1e18 / p_multiplier). An address is a holder when its shares reach it (balanceOf > 0); NULL when p_multiplier <= 0 (no balance is positive).';
+
+CREATE OR REPLACE FUNCTION holder_counts_added() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO holder_counts AS h (chain_id, token, holders)
+    SELECT n.chain_id, n.token, count(*) FROM added n WHERE n.shares > 0 GROUP BY n.chain_id, n.token
+    ON CONFLICT (chain_id, token) DO UPDATE SET holders = h.holders + EXCLUDED.holders;
+    INSERT INTO small_holdings (chain_id, token, holder, shares)
+    SELECT n.chain_id, n.token, n.holder, n.shares FROM added n WHERE n.shares > 0 AND n.shares < 1000000000
+    ON CONFLICT (chain_id, token, holder) DO UPDATE SET shares = EXCLUDED.shares;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION holder_counts_added() IS 'Trigger on share_balances (insert): counts the new rows with shares > 0, copies the small ones.';
+
+CREATE OR REPLACE FUNCTION holder_counts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO holder_counts AS h (chain_id, token, holders)
+    SELECT x.chain_id, x.token, sum(x.d) FROM (
+        SELECT n.chain_id, n.token, 1 AS d FROM after n WHERE n.shares > 0
+        UNION ALL
+        SELECT o.chain_id, o.token, -1 FROM before o WHERE o.shares > 0) x
+     GROUP BY x.chain_id, x.token HAVING sum(x.d) <> 0
+    ON CONFLICT (chain_id, token) DO UPDATE SET holders = h.holders + EXCLUDED.holders;
+    DELETE FROM small_holdings s USING before o
+     WHERE o.shares > 0 AND o.shares < 1000000000
+       AND s.chain_id = o.chain_id AND s.token = o.token AND s.holder = o.holder;
+    INSERT INTO small_holdings (chain_id, token, holder, shares)
+    SELECT n.chain_id, n.token, n.holder, n.shares FROM after n WHERE n.shares > 0 AND n.shares < 1000000000
+    ON CONFLICT (chain_id, token, holder) DO UPDATE SET shares = EXCLUDED.shares;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION holder_counts_changed() IS 'Trigger on share_balances (update): moves the counts by the rows that crossed zero, keeps small_holdings in step.';
+
+CREATE OR REPLACE FUNCTION holder_counts_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE holder_counts h SET holders = h.holders - x.n
+      FROM (SELECT o.chain_id, o.token, count(*) AS n FROM gone o WHERE o.shares > 0
+             GROUP BY o.chain_id, o.token) x
+     WHERE h.chain_id = x.chain_id AND h.token = x.token;
+    DELETE FROM small_holdings s USING gone o
+     WHERE o.shares > 0 AND o.shares < 1000000000
+       AND s.chain_id = o.chain_id AND s.token = o.token AND s.holder = o.holder;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION holder_counts_removed() IS 'Trigger on share_balances (delete): uncounts the removed rows.';
+
+CREATE OR REPLACE FUNCTION holder_counts_emptied() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM holder_counts;
+    DELETE FROM small_holdings;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION holder_counts_emptied() IS 'Trigger on share_balances (truncate): no holders left.';
+
+CREATE OR REPLACE TRIGGER share_balances_count_insert AFTER INSERT ON share_balances
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION holder_counts_added();
+CREATE OR REPLACE TRIGGER share_balances_count_update AFTER UPDATE ON share_balances
+    REFERENCING OLD TABLE AS before NEW TABLE AS after FOR EACH STATEMENT EXECUTE FUNCTION holder_counts_changed();
+CREATE OR REPLACE TRIGGER share_balances_count_delete AFTER DELETE ON share_balances
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION holder_counts_removed();
+CREATE OR REPLACE TRIGGER share_balances_count_truncate AFTER TRUNCATE ON share_balances
+    FOR EACH STATEMENT EXECUTE FUNCTION holder_counts_emptied();
+REVOKE ALL ON FUNCTION holder_counts_added(), holder_counts_changed(), holder_counts_removed(),
+    holder_counts_emptied() FROM PUBLIC;
+
+-- A database from before the counters: count once (the triggers above hold the table's lock
+-- until this migration commits, so no batch slips in between).
+INSERT INTO small_holdings (chain_id, token, holder, shares)
+SELECT b.chain_id, b.token, b.holder, b.shares FROM share_balances b
+ WHERE b.shares > 0 AND b.shares < 1000000000 AND NOT EXISTS (SELECT 1 FROM holder_counts)
+ON CONFLICT DO NOTHING;
+INSERT INTO holder_counts (chain_id, token, holders)
+SELECT b.chain_id, b.token, count(*) FROM share_balances b
+ WHERE b.shares > 0 AND NOT EXISTS (SELECT 1 FROM holder_counts)
+ GROUP BY b.chain_id, b.token;
+
 CREATE TABLE IF NOT EXISTS multiplier_changes (
     chain_id      bigint NOT NULL,
     token         text NOT NULL,
@@ -175,8 +279,8 @@ SELECT b.chain_id, b.token, t.symbol, b.holder, b.shares,
        b.updated_block
 FROM share_balances b
 JOIN tokens t USING (chain_id, token)
-WHERE b.shares > 0;
-COMMENT ON VIEW holders IS 'Current holders (shares > 0) at the indexed block. balance_raw equals balanceOf(holder) there.';
+WHERE b.shares > 0 AND b.shares >= holder_threshold(t.multiplier);
+COMMENT ON VIEW holders IS 'Current holders (balance > 0) at the indexed block. balance_raw equals balanceOf(holder) there. An address whose shares are worth less than one base unit at the current multiplier (dust) is not listed; its shares stay in the ledger.';
 COMMENT ON COLUMN holders.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN holders.token IS 'Token contract address.';
 COMMENT ON COLUMN holders.symbol IS 'Token symbol.';
@@ -190,11 +294,17 @@ CREATE OR REPLACE VIEW token_supply AS
 SELECT t.chain_id, t.token, t.symbol, t.underlying, t.decimals, t.total_shares, t.multiplier,
        apply_multiplier(t.total_shares, t.multiplier) AS total_supply_raw,
        to_units(apply_multiplier(t.total_shares, t.multiplier), t.decimals) AS total_supply,
-       (SELECT count(*) FROM share_balances b
-         WHERE b.chain_id = t.chain_id AND b.token = t.token AND b.shares > 0) AS holder_count,
+       CASE WHEN holder_threshold(t.multiplier) IS NULL THEN 0
+            WHEN holder_threshold(t.multiplier) <= 1000000000 THEN coalesce(h.holders, 0)
+                 - (SELECT count(*) FROM small_holdings d
+                     WHERE d.chain_id = t.chain_id AND d.token = t.token AND d.shares < holder_threshold(t.multiplier))
+            ELSE (SELECT count(*) FROM share_balances b
+                   WHERE b.chain_id = t.chain_id AND b.token = t.token AND b.shares >= holder_threshold(t.multiplier))
+       END AS holder_count,
        t.minted_raw, t.burned_raw, t.synced_block AS indexed_block,
        t.kind, t.name
-FROM tokens t;
+FROM tokens t
+LEFT JOIN holder_counts h ON h.chain_id = t.chain_id AND h.token = t.token;
 COMMENT ON VIEW token_supply IS 'Per token supply and holder count at the indexed block. total_supply_raw equals totalSupply() there.';
 COMMENT ON COLUMN token_supply.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN token_supply.token IS 'Token contract address.';
@@ -205,7 +315,7 @@ COMMENT ON COLUMN token_supply.total_shares IS 'Sum of all holders'' shares (min
 COMMENT ON COLUMN token_supply.multiplier IS 'Multiplier in force at the indexed block; 1e18 = 1.0 (a 2:1 split doubles it).';
 COMMENT ON COLUMN token_supply.total_supply_raw IS 'floor(total_shares * multiplier / 1e18) in base units; equals totalSupply() at indexed_block.';
 COMMENT ON COLUMN token_supply.total_supply IS 'total_supply_raw in token units (= underlying shares), exact decimal.';
-COMMENT ON COLUMN token_supply.holder_count IS 'Addresses with shares > 0.';
+COMMENT ON COLUMN token_supply.holder_count IS 'Addresses whose balance is > 0 (balanceOf at indexed_block): shares >= holder_threshold(multiplier). Read from counters kept as the ledger commits, not counted.';
 COMMENT ON COLUMN token_supply.minted_raw IS 'Sum of the Transfer values of all mints, base units.';
 COMMENT ON COLUMN token_supply.burned_raw IS 'Sum of the Transfer values of all burns, base units.';
 COMMENT ON COLUMN token_supply.indexed_block IS 'Block up to which this token is indexed.';
@@ -1032,7 +1142,7 @@ SELECT b.chain_id, b.token, t.symbol, rank() OVER w AS rank, b.holder, b.shares,
        b.updated_block
   FROM share_balances b
   JOIN tokens t USING (chain_id, token)
- WHERE b.shares > 0
+ WHERE b.shares > 0 AND b.shares >= holder_threshold(t.multiplier)
 WINDOW w AS (PARTITION BY b.chain_id, b.token, t.symbol ORDER BY b.shares DESC);
 COMMENT ON VIEW top_holders IS 'Current holders ranked within their token by balance, at the indexed block. Filter by symbol and rank: WHERE symbol = ''TSLAx'' AND rank <= 20.';
 COMMENT ON COLUMN top_holders.chain_id IS 'EVM chain id.';
@@ -1134,7 +1244,8 @@ BEGIN
                to_units(apply_multiplier(b.shares - coalesce(x.delta, 0), m), tok.decimals)
           FROM share_balances b
           LEFT JOIN later x ON x.holder = b.holder
-         WHERE b.chain_id = p_chain_id AND b.token = tok.token AND b.shares - coalesce(x.delta, 0) > 0;
+         WHERE b.chain_id = p_chain_id AND b.token = tok.token
+           AND b.shares - coalesce(x.delta, 0) > 0 AND b.shares - coalesce(x.delta, 0) >= holder_threshold(m);
     ELSE
         RETURN QUERY
         SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
@@ -1144,10 +1255,10 @@ BEGIN
                  WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number <= p_block
                    AND a.holder <> '0x0000000000000000000000000000000000000000'
                  GROUP BY a.holder) h
-         WHERE h.shares > 0;
+         WHERE h.shares > 0 AND h.shares >= holder_threshold(m);
     END IF;
 END $$;
-COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with shares > 0; balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Reads the moves before or after p_block, whichever side is shorter. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
+COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with balance > 0 (dust shares worth less than one base unit left out); balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Reads the moves before or after p_block, whichever side is shorter. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
 
 CREATE OR REPLACE FUNCTION block_at_time(p_chain_id bigint, p_token text, p_at timestamptz) RETURNS bigint
     LANGUAGE sql STABLE AS $$
@@ -1206,7 +1317,7 @@ DECLARE
         'custody_covered_between(text, timestamptz, timestamptz, timestamptz)',
         'backing_eval(text, timestamptz, timestamptz)', 'backing_at(text, timestamptz)'];
     pure_functions text[] := ARRAY['to_units(numeric, integer)', 'apply_multiplier(numeric, numeric)',
-                                   'utc_day(timestamptz)'];
+                                   'utc_day(timestamptz)', 'holder_threshold(numeric)'];
     relations text[] := ARRAY[
         'transfers', 'holders', 'token_supply', 'daily_activity', 'holder_history', 'top_holders',
         'multiplier_history', 'indexer_progress', 'backing', 'backing_conditions',
