@@ -1144,7 +1144,7 @@ SELECT b.chain_id, b.token, t.symbol, rank() OVER w AS rank, b.holder, b.shares,
   JOIN tokens t USING (chain_id, token)
  WHERE b.shares > 0 AND b.shares >= holder_threshold(t.multiplier)
 WINDOW w AS (PARTITION BY b.chain_id, b.token, t.symbol ORDER BY b.shares DESC);
-COMMENT ON VIEW top_holders IS 'Current holders ranked within their token by balance, at the indexed block. Filter by symbol and rank: WHERE symbol = ''TSLAx'' AND rank <= 20.';
+COMMENT ON VIEW top_holders IS 'Current holders (balance > 0) ranked within their token by balance, at the indexed block. Filter by symbol and rank: WHERE symbol = ''TSLAx'' AND rank <= 20.';
 COMMENT ON COLUMN top_holders.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN top_holders.token IS 'Token contract address.';
 COMMENT ON COLUMN top_holders.symbol IS 'Token symbol, e.g. TSLAx.';
