@@ -5,7 +5,7 @@ For people who work in spreadsheets (CSV) or notebooks (Parquet, through pyarrow
 holders_at), so a login that was granted the ``analyst`` role can run it, and it never migrates.
 
 Columns: chain_id, token, symbol, block_number, holder, shares, balance_raw, balance; one row
-per holder with shares > 0 at the end of the block, largest balance first. balance_raw equals
+per holder with a balance > 0 (no dust) at the end of the block, largest balance first. balance_raw equals
 ``balanceOf(holder)`` at that block. Amounts stay exact: CSV has plain decimal digits; Parquet
 has decimal columns (decimal128 when every value fits 38 digits, else decimal256, else text).
 
