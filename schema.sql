@@ -1045,8 +1045,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'token % is not indexed on chain %', p_token, p_chain_id;
     END IF;
-    SELECT count(*) INTO holders_now FROM share_balances b
-     WHERE b.chain_id = tok.chain_id AND b.token = tok.token AND b.shares > 0;
+    SELECT coalesce(max(h.holders), 0) INTO holders_now FROM holder_counts h  -- shares > 0, kept by triggers
+     WHERE h.chain_id = tok.chain_id AND h.token = tok.token;
     SELECT (k.block_time AT TIME ZONE 'UTC')::date INTO last_day FROM cursors k WHERE k.chain_id = tok.chain_id;
     SELECT (l.block_time AT TIME ZONE 'UTC')::date INTO first_day FROM transfer_log l
      WHERE l.chain_id = tok.chain_id AND l.token = tok.token
@@ -1125,7 +1125,7 @@ COMMENT ON COLUMN holder_history.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN holder_history.token IS 'Token contract address.';
 COMMENT ON COLUMN holder_history.symbol IS 'Token symbol, e.g. TSLAx.';
 COMMENT ON COLUMN holder_history.day IS 'UTC calendar day; the figures are as of its last indexed block.';
-COMMENT ON COLUMN holder_history.holder_count IS 'Addresses holding shares > 0 at the end of the day (as the holders view counts them).';
+COMMENT ON COLUMN holder_history.holder_count IS 'Addresses holding shares > 0 at the end of the day. Unlike the holders view, an address left with dust (shares worth less than one base unit after a multiplier below 1.0) still counts here.';
 COMMENT ON COLUMN holder_history.new_holders IS 'Addresses that received the token that day for the first time ever (shares > 0).';
 COMMENT ON COLUMN holder_history.joined IS 'Addresses whose shares went from 0 to > 0 over the day (new and returning holders).';
 COMMENT ON COLUMN holder_history.exited IS 'Addresses whose shares went from > 0 to 0 over the day.';
