@@ -92,16 +92,25 @@ class RpcError(Fatal):
         self.code = code
 
 
-_SECRET_QUERY = re.compile(r"(?i)((?:api[-_]?key|apikey|key|token|secret|password|auth)=)[^&#\s]+")
-_LONG_PATH_SEGMENT = re.compile(r"/([A-Za-z0-9_\-]{20,})(?=/|$)")
+# Path segments and query values that name a route, a chain or a protocol, never a credential:
+# everything else after an RPC URL's host is masked, whatever its length.
+_PLAIN_SEGMENT = re.compile(
+    r"(?i)^(v\d+(\.\d+)?|rpc|ws|wss|http|https|api|jsonrpc|ext|bc|evm|c|eth|ethereum|mainnet|testnet|sepolia|"
+    r"holesky|bsc|arb|arbitrum|arbitrum-one|op|optimism|base|polygon|matic|mantle|ink|xlayer|hyperevm|"
+    r"avalanche|avax|gnosis|linea|scroll|zksync|blast)$")
+_PLAIN_QUERY_KEY = re.compile(r"(?i)^(chain|chainid|chain_id|network|sslmode|connect_timeout|application_name)$")
+_SHORT_NUMBER = re.compile(r"^\d{1,6}$")
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` safe to print: password, API-key-like path segments and query secrets
-    replaced by ``***``. Works for postgresql://, http(s)://, ws(s):// URLs; a string that does
-    not parse is masked whole rather than risk leaking it."""
+    """Return ``url`` safe to print. Password: ``***``. A node URL (http, ws) keeps its scheme,
+    host and route words (``/v2/``, ``/eth/``) and masks every other path segment and every query
+    value (short numbers and a few plain keys such as ``chain`` aside): API keys sit there, at any
+    length. A database URL keeps its database name and options but not a ``password=``. A string
+    that does not parse is masked whole rather than risk leaking it."""
     try:
         parts = urlsplit(url)
+        _ = parts.port
     except ValueError:
         return "***"
     netloc = parts.netloc
@@ -109,9 +118,20 @@ def mask_url(url: str) -> str:
         userinfo, host = netloc.rsplit("@", 1)
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    path = _LONG_PATH_SEGMENT.sub("/***", parts.path)
-    query = _SECRET_QUERY.sub(r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+    path = parts.path
+    if not parts.scheme.startswith("postgres"):
+        path = "/".join(s if not s or _PLAIN_SEGMENT.match(s) else "***" for s in path.split("/"))
+    query = "&".join(_mask_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, path, query, "***" if parts.fragment else ""))
+
+
+def _mask_pair(pair: str) -> str:
+    key, eq, value = pair.partition("=")
+    if not eq:
+        return pair if _SHORT_NUMBER.match(pair) or _PLAIN_QUERY_KEY.match(pair) else "***"
+    if not value or _PLAIN_QUERY_KEY.match(key) or _SHORT_NUMBER.match(value):
+        return pair
+    return f"{key}=***"
 
 
 def mask_secrets(text: str, secrets: list[str]) -> str:
