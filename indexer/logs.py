@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -38,7 +39,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     _route_stdlib(level, renderer)
 
 
-def _one_line_exc(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _one_line_exc(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A third-party record's exception as one field (type and first line), no traceback, so
     the stream stays one event per line."""
     exc_info = event.pop("exc_info", None)
