@@ -134,6 +134,14 @@ def _mask_pair(pair: str) -> str:
     return f"{key}=***"
 
 
+_URL_IN_TEXT = re.compile(r"(?i)\b(?:https?|wss?|postgres(?:ql)?)://[^\s'\"<>]+")
+
+
+def mask_urls_in(text: str) -> str:
+    """Every URL inside free text (a provider's error message) masked by :func:`mask_url`."""
+    return _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+
+
 def mask_secrets(text: str, secrets: list[str]) -> str:
     """Replace every known secret URL in free text (an exception message) by its masked form."""
     for secret in secrets:

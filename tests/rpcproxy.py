@@ -3,8 +3,10 @@
 Runs an aiohttp server in a background thread. It forwards every request upstream unchanged,
 except that it can:
 - refuse an eth_getLogs whose block range exceeds ``max_range`` (Alchemy-style message with a
-  suggested range) or whose answer exceeds ``max_logs`` results (the common "query returned
-  more than N results" error);
+  suggested range, or ``wording``: a (code, template) pair in a provider's own words, with
+  {limit}, {lo}, {hi}, {lo_hex}, {hi_hex} and {suggested_hi_hex} filled in) or whose answer
+  exceeds ``max_logs`` results (the common "query returned more than N results" error);
+  ``getlogs_ranges`` records every eth_getLogs range asked and whether it was refused;
 - answer in chunks with no Content-Length (``chunked``), so the size is known only by reading;
 - inject faults from a queue: HTTP 429, HTTP 500, garbage (non-JSON) bodies, a stall longer than
   the client's timeout, or a dropped connection; one fault per request until the queue is empty.
@@ -25,11 +27,13 @@ from aiohttp import web
 
 class RpcProxy:
     def __init__(self, upstream: str, max_range: int | None = None, max_logs: int | None = None,
-                 chunked: bool = False) -> None:
+                 chunked: bool = False, wording: tuple[int, str] | None = None) -> None:
         self.upstream = upstream
         self.chunked = chunked  # answer without Content-Length (chunked), as some gateways do
         self.max_range = max_range
         self.max_logs = max_logs
+        self.wording = wording
+        self.getlogs_ranges: list[tuple[int, int, bool]] = []
         self.faults: deque[str] = deque()
         self.stats: Counter[str] = Counter()
         self.stall_seconds = 5.0
@@ -120,10 +124,17 @@ class RpcProxy:
             return None
         params = item["params"][0]
         lo, hi = int(params["fromBlock"], 16), int(params["toBlock"], 16)
-        if hi - lo + 1 <= self.max_range:
+        refuse = hi - lo + 1 > self.max_range
+        self.getlogs_ranges.append((lo, hi, refuse))
+        if not refuse:
             self.stats["getlogs_ok"] += 1
             return None
         self.stats["refused_range"] += 1
+        if self.wording is not None:
+            code, template = self.wording
+            message = template.format(limit=self.max_range, lo=lo, hi=hi, lo_hex=hex(lo), hi_hex=hex(hi),
+                                      suggested_hi_hex=hex(lo + self.max_range - 1))
+            return {"jsonrpc": "2.0", "id": item.get("id"), "error": {"code": code, "message": message}}
         suggested = f"[{hex(lo)}, {hex(lo + self.max_range - 1)}]"
         return {"jsonrpc": "2.0", "id": item.get("id"), "error": {"code": -32602, "message": (
             f"Log response size exceeded. You can make eth_getLogs requests with up to a {self.max_range} block "
