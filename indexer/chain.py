@@ -19,10 +19,18 @@ from typing import Any
 import orjson
 
 from . import logs
-from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url, mask_urls_in
+from .errors import (
+    AnswerTooLarge,
+    RpcError,
+    RpcRangeTooLarge,
+    RpcUnavailable,
+    StateUnavailable,
+    mask_url,
+    mask_urls_in,
+)
 from .models import Header, RawLog, Wire
 from .ranges import RangeSizer, suggested_end
-from .rpc import Rpc, StateUnavailable, _result
+from .rpc import Rpc, _result
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
 

@@ -6,6 +6,8 @@
     |   +-- RpcRangeTooLarge     the node refused an eth_getLogs range: split it, never retry it
     |   +-- DatabaseUnavailable  the connection to PostgreSQL was lost or refused
     |   +-- ChainMoved           the chain changed under one fetch (a reorg in flight): redo it
+    |   +-- StateUnavailable     the node has no state at that block (pruned, or a lagging backend)
+    |   +-- NodeBehind           the node's head is below our cursor: wait for it (backfill: exit 4)
     +-- Fatal                    retrying cannot help; the process stops with a clear message
         +-- ConfigError          bad TOML, unknown key, bad address, chain id mismatch  (exit 2)
         +-- InputError           a bad custody file or bad command-line value            (exit 2)
@@ -13,6 +15,10 @@
         +-- ServiceUnreachable   the RPC or database cannot be reached at start-up       (exit 2)
         +-- ReorgTooDeep         a reorg deeper than max_reorg_depth; nothing changed   (exit 3)
         +-- RpcError             the node answered with an error that is not transient
+
+A Retryable that escapes the I/O edges inside a sync step is retried by the step's caller with
+backoff and counted (``indexer_step_retries_total{reason}``): forever by the daemon (``/healthz``
+says why meanwhile), a few times by ``backfill``. Only a Fatal ends the process.
 
 Lower-layer exceptions (aiohttp, asyncpg, OSError) are translated once, at the module that owns
 the I/O (rpc.py, chain.py, store.py), with ``raise X(...) from exc``. Messages are one line, carry what a
@@ -58,6 +64,22 @@ class DatabaseUnavailable(Retryable):
 
 class ChainMoved(Retryable):
     """Headers and logs of one fetch disagree: the chain reorganised while we read it."""
+
+
+class StateUnavailable(Retryable):
+    """The node has no state for the block asked (not an archive node, or pruned)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodeBehind(Retryable):
+    """The node's head is below the block the database is indexed to: a wrong node, a node that
+    lost its state, or a reorg deeper than the node holds. The daemon waits for it to catch up;
+    ``backfill`` stops with exit 4."""
+
+    exit_code = 4
 
 
 class Fatal(IndexerError):

@@ -99,7 +99,8 @@ def test_exit_codes(cls: type[errors.IndexerError], code: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "cls", [errors.RpcUnavailable, errors.RpcRangeTooLarge, errors.DatabaseUnavailable, errors.ChainMoved]
+    "cls", [errors.RpcUnavailable, errors.RpcRangeTooLarge, errors.DatabaseUnavailable, errors.ChainMoved,
+            errors.StateUnavailable, errors.NodeBehind]
 )
 def test_retryable_branch(cls: type[errors.IndexerError]) -> None:
     assert issubclass(cls, errors.Retryable)
