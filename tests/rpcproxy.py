@@ -10,6 +10,11 @@ except that it can:
 - answer in chunks with no Content-Length (``chunked``), so the size is known only by reading;
 - inject faults from a queue: HTTP 429, HTTP 500, garbage (non-JSON) bodies, a stall longer than
   the client's timeout, or a dropped connection; one fault per request until the queue is empty.
+- behave like a node in trouble: report a lower head (``head_override``, a node behind or
+  restarted), answer eth_getLogs slowly (``getlogs_delay`` seconds), serve the next
+  ``tamper_logs`` non-empty eth_getLogs answers with another block hash (the chain moved while
+  a range was read), refuse the next ``refuse_state`` single eth_call at a past block as a
+  pruned node does ("missing trie node").
 Counters record what happened so tests can assert the client saw and survived each fault.
 """
 
@@ -34,6 +39,10 @@ class RpcProxy:
         self.max_logs = max_logs
         self.wording = wording
         self.getlogs_ranges: list[tuple[int, int, bool]] = []
+        self.head_override: int | None = None
+        self.getlogs_delay = 0.0
+        self.tamper_logs = 0
+        self.refuse_state = 0
         self.faults: deque[str] = deque()
         self.stats: Counter[str] = Counter()
         self.stall_seconds = 5.0
@@ -95,6 +104,9 @@ class RpcProxy:
                 return web.Response(status=500)
         payload = json.loads(body)
         items = payload if isinstance(payload, list) else [payload]
+        trouble = await self._trouble(payload, items)
+        if trouble is not None:
+            return web.json_response(trouble)
         refused = [self._refuse(item) for item in items]
         if any(refused):
             if isinstance(payload, list):
@@ -103,6 +115,12 @@ class RpcProxy:
                 return web.json_response(answers)
             return web.json_response(refused[0])
         answer = await self._forward(body)
+        if self.tamper_logs and isinstance(payload, dict) and payload.get("method") == "eth_getLogs" \
+                and answer.get("result"):
+            self.tamper_logs -= 1
+            self.stats["tampered_logs"] += 1
+            for log in answer["result"]:
+                log["blockHash"] = "0x" + "ee" * 32
         if self.max_logs is not None and not isinstance(payload, list) and payload.get("method") == "eth_getLogs":
             if isinstance(answer.get("result"), list) and len(answer["result"]) > self.max_logs:
                 self.stats["refused_logs"] += 1
@@ -118,6 +136,22 @@ class RpcProxy:
             await response.write_eof()
             return response
         return web.json_response(answer)
+
+    async def _trouble(self, payload: Any, items: list[dict[str, Any]]) -> Any:
+        """The answer of a node in trouble, or None to forward the request."""
+        methods = [item.get("method") for item in items]
+        if self.head_override is not None and methods == ["eth_blockNumber"] and isinstance(payload, dict):
+            self.stats["head_overridden"] += 1
+            return {"jsonrpc": "2.0", "id": payload.get("id"), "result": hex(self.head_override)}
+        if self.getlogs_delay and "eth_getLogs" in methods:
+            await asyncio.sleep(self.getlogs_delay)
+        if self.refuse_state and isinstance(payload, list) and methods == ["eth_call"] \
+                and str(items[0]["params"][1]).startswith("0x"):
+            self.refuse_state -= 1
+            self.stats["refused_state"] += 1
+            return [{"jsonrpc": "2.0", "id": items[0].get("id"), "error": {
+                "code": -32000, "message": "missing trie node 4f1a6b0c (path ) state is not available"}}]
+        return None
 
     def _refuse(self, item: dict[str, Any]) -> dict[str, Any] | None:
         if item.get("method") != "eth_getLogs" or self.max_range is None:
