@@ -163,13 +163,12 @@ async def _backfill_chain(
         first = cursor.block_number + 1 if cursor else sync.first_block
         log.info("backfill_start", **structlog_ctx, chain_id=sync.chain_id, from_block=first, to_block=target,
                  tokens=len(sync.tokens))
-        if cursor is not None:
-            await store.set_head(sync.chain_id, sync.head)
         with Progress(cfg.name, first, target) as progress:
             def show(result: StepResult) -> None:
                 if not result.reorg_depth:
                     progress.update(result.to_block, result.logs, result.transfers)
             await _with_retries(sync, target, show)
+        await store.set_head(sync.chain_id, sync.head)  # indexer_progress: head and lag as last seen
         summary = progress.summary()
         summary["chain_id"] = sync.chain_id
         log.info("backfill_done", **structlog_ctx, **{k: v for k, v in summary.items() if k != "chain"})
