@@ -166,8 +166,8 @@ class Daemon:
             head_before = state.head
             state.target = await sync.target()
             state.head = sync.head
-            cursor = sync.cursor = await sync.store.cursor(sync.chain_id)
-            if cursor is not None and state.indexed_block < 0:  # from start-up: the stored cursor
+            cursor = sync.cursor
+            if state.indexed_block < 0 and cursor is not None:  # from start-up: the stored cursor
                 state.indexed_block, state.indexed_time = cursor.block_number, float(cursor.block_time)
             state.publish(sync.cfg.name)
             if cursor is not None and sync.head != head_before:
