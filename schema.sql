@@ -1101,7 +1101,7 @@ COMMENT ON COLUMN indexer_progress.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN indexer_progress.chain IS 'Chain name from the config.';
 COMMENT ON COLUMN indexer_progress.indexed_block IS 'Last block whose events are all stored; NULL before the first batch.';
 COMMENT ON COLUMN indexer_progress.indexed_block_time IS 'Timestamp of indexed_block (UTC).';
-COMMENT ON COLUMN indexer_progress.head_block IS 'Chain head as last seen by the running daemon; NULL when no daemon has reported one (a backfill alone does not).';
+COMMENT ON COLUMN indexer_progress.head_block IS 'Chain head as last seen by the running daemon (updated whenever the head moves) or at the end of a backfill; NULL until one of them has run.';
 COMMENT ON COLUMN indexer_progress.lag_blocks IS 'head_block - indexed_block: blocks not indexed yet (confirmations included).';
 COMMENT ON COLUMN indexer_progress.indexed_age IS 'Wall-clock time since indexed_block was produced: how stale the views are.';
 COMMENT ON COLUMN indexer_progress.head_seen_at IS 'Wall-clock time head_block was seen.';
