@@ -80,7 +80,7 @@ async def test_pull_imports_one_record_per_holding(desk: Desk, api: str) -> None
     assert again.duplicate and again.records == 2
     assert len(await desk.fetch("SELECT 1 FROM custody_attestations")) == 2
 
-    with pytest.raises(InputError, match=r"/bad \$\.holdings\[0\]\.quantity: \"-1\" is negative"):
+    with pytest.raises(InputError, match=r"/\*\*\* \$\.holdings\[0\]\.quantity: \"-1\" is negative"):
         await pull(desk.settings, allow_http=True, url=f"{api}/bad")
     with pytest.raises(InputError, match="HTTP 404"):
         await pull(desk.settings, allow_http=True, url=f"{api}/v1/GMEx")
