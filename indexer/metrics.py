@@ -27,6 +27,8 @@ REORGS = Counter("indexer_reorgs", "Reorgs handled", ["chain"], registry=REGISTR
 REORG_DEPTH = Histogram("indexer_reorg_depth", "Depth of handled reorgs, blocks", ["chain"], registry=REGISTRY,
                         buckets=(1, 2, 3, 5, 8, 13, 21, 34, 64, 128))
 RPC_ERRORS = Counter("indexer_rpc_errors", "Failed RPC attempts by kind", ["chain", "kind"], registry=REGISTRY)
+OPEN_FLAGS = Gauge("indexer_open_flags", "Open backing flags (acknowledged: yes|no)",
+                   ["rule", "severity", "acknowledged"], registry=REGISTRY)
 DB_RETRIES = Counter("indexer_db_retries", "Database operations retried after a lost connection", registry=REGISTRY)
 
 
