@@ -220,21 +220,34 @@ async def take_writer_lock(conn: asyncpg.Connection, chain_id: int, chain_name: 
 
 
 async def apply_role_settings(conn: asyncpg.Connection, analyst_statement_timeout: float) -> None:
-    """The analyst role's statement_timeout in this database (0: none). Written only when it
-    differs; without the right to (CREATEROLE), a warning."""
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'analyst')"):
+    """statement_timeout in this database for ``analyst`` and every login that is a member of it
+    (a role's settings apply to whoever logs in as that role, not to its members). 0 leaves them
+    alone. Written only where different; a role we may not alter (CREATEROLE and, since
+    PostgreSQL 16, ADMIN OPTION on it are needed) gets a warning naming it."""
+    if analyst_statement_timeout <= 0:
         return
-    wanted = f"statement_timeout={int(analyst_statement_timeout * 1000)}ms"
-    current = await conn.fetchval(
-        """SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
-            WHERE s.setrole = 'analyst'::regrole
-              AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())""")
-    if current is not None and wanted in current.split(","):
-        return
-    db = await conn.fetchval("SELECT current_database()")
-    try:
-        await conn.execute(f"ALTER ROLE analyst IN DATABASE \"{db.replace(chr(34), chr(34) * 2)}\" "
-                           f"SET statement_timeout = '{int(analyst_statement_timeout * 1000)}ms'")
-    except asyncpg.InsufficientPrivilegeError as exc:
-        log.warning("analyst_timeout_not_set", reason=str(exc).splitlines()[0],
-                    hint="a role with CREATEROLE can: ALTER ROLE analyst IN DATABASE ... SET statement_timeout")
+    wanted = f"{int(analyst_statement_timeout * 1000)}ms"
+    roles = await conn.fetch(
+        """WITH RECURSIVE members(oid) AS (
+               SELECT oid FROM pg_roles WHERE rolname = 'analyst'
+               UNION SELECT m.member FROM pg_auth_members m JOIN members ON m.roleid = members.oid)
+           SELECT r.rolname,
+                  (SELECT array_to_string(s.setconfig, ',') FROM pg_db_role_setting s
+                    WHERE s.setrole = r.oid AND s.setdatabase =
+                          (SELECT oid FROM pg_database WHERE datname = current_database())) AS config
+             FROM members JOIN pg_roles r ON r.oid = members.oid
+            WHERE r.rolname = 'analyst' OR (r.rolcanlogin AND NOT r.rolsuper)""")
+    db = _ident(await conn.fetchval("SELECT current_database()"))
+    for role in roles:
+        if f"statement_timeout={wanted}" in (role["config"] or "").split(","):
+            continue
+        try:
+            await conn.execute(f"ALTER ROLE {_ident(role['rolname'])} IN DATABASE {db} "
+                               f"SET statement_timeout = '{wanted}'")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            log.warning("analyst_timeout_not_set", role=role["rolname"], reason=str(exc).splitlines()[0],
+                        hint="a superuser can: ALTER ROLE ... IN DATABASE ... SET statement_timeout")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
