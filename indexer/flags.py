@@ -77,10 +77,16 @@ async def acknowledge(settings: Settings, flag_id: int, note: str) -> str:
 
 
 async def export_gauge(store: Store) -> None:
-    """Set indexer_open_flags from the table: every (rule, severity, acknowledged) seen is set,
-    to 0 once its flags are gone, so an alert sees the drop."""
+    """Set indexer_open_flags from the table. Both acknowledged=yes|no of every (rule, severity)
+    ever seen are set, to 0 when none is open, so an alert sees the drop."""
     rows = await store.fetch(
         """SELECT rule, severity, acknowledged_at IS NOT NULL AS acked, count(*) FILTER (WHERE closed_at IS NULL) AS n
              FROM backing_flags GROUP BY 1, 2, 3""")
-    for r in rows:
-        metrics.OPEN_FLAGS.labels(r["rule"], r["severity"], "yes" if r["acked"] else "no").set(r["n"])
+    counts = {(r["rule"], r["severity"], "yes" if r["acked"] else "no"): int(r["n"]) for r in rows}
+    _SEEN.update((rule, severity) for rule, severity, _ in counts)
+    for rule, severity in _SEEN:
+        for acked in ("yes", "no"):
+            metrics.OPEN_FLAGS.labels(rule, severity, acked).set(counts.get((rule, severity, acked), 0))
+
+
+_SEEN: set[tuple[str, str]] = set()
