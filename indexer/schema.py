@@ -35,7 +35,7 @@ from importlib import resources
 import asyncpg
 
 from . import logs
-from .errors import LockHeld, SchemaMismatch
+from .errors import LockHeld, SchemaMismatch, ServiceUnreachable
 
 log = logs.get("schema")
 
@@ -54,6 +54,8 @@ STEPS: tuple[Step, ...] = (
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
 )
 CODE_VERSION = STEPS[-1].version
+READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
+             "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
 SCHEMA_SHA256 = "7942e6031a8c55c2cf2744a5beedfb38c13b544a81a87566b1cfadf9f6211e00"
 
@@ -107,6 +109,13 @@ async def upgrade(conn: asyncpg.Connection) -> list[int]:
     applied, [] when it already was there (then nothing but a read and a lock took place)."""
     if await version(conn) == CODE_VERSION:  # the common case: no lock, no DDL
         return []
+    try:
+        return await _upgrade(conn)
+    except asyncpg.ReadOnlySQLTransactionError:
+        raise ServiceUnreachable(READ_ONLY) from None
+
+
+async def _upgrade(conn: asyncpg.Connection) -> list[int]:
     async with conn.transaction():
         try:
             await conn.execute(_VERSION_TABLE)
@@ -205,9 +214,15 @@ async def take_writer_lock(conn: asyncpg.Connection, chain_id: int, chain_name: 
     lock lives as long as the connection). The transaction writes nothing and keeps no snapshot
     (pings go through the simple protocol), so it holds back no vacuum. Closes ``conn`` and
     raises LockHeld naming the holder when another process has it."""
+    if await conn.fetchval("SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on'"):
+        await conn.close()
+        raise ServiceUnreachable(READ_ONLY)
     try:
         await conn.execute("BEGIN")
         await conn.execute(f'LOCK TABLE "{lock_table(chain_id)}" IN EXCLUSIVE MODE NOWAIT')
+    except asyncpg.ReadOnlySQLTransactionError:
+        await conn.close()
+        raise ServiceUnreachable(READ_ONLY) from None
     except asyncpg.LockNotAvailableError:
         await conn.execute("ROLLBACK")
         who = await holder(conn, chain_id)
