@@ -35,6 +35,7 @@ from pathlib import Path
 
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.deploy import World, deploy_world
+from indexer.devnet.mirror import SimulationError
 from indexer.devnet.postgres import EmbeddedPostgres, embedded_postgres, scratch_dir
 from indexer.devnet.rpc import JsonRpc
 from indexer.devnet.simulate import Simulator
@@ -57,6 +58,7 @@ class Soak:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.depths: list[int] = []
+        self.notes: list[str] = []
         self.seed = seed
 
     # -- the parts ------------------------------------------------------------------------------
@@ -129,8 +131,15 @@ class Soak:
         self.report(time.monotonic() - started)
         return 0 if not self.differences and not self.failures else 1
 
-    def trade(self) -> None:
-        self.sim.run(blocks=self.rng.randint(1, 3), moves_per_block=self.rng.randint(2, 6))
+    def trade(self, blocks: int | None = None, moves: int | None = None, batch: str | None = None) -> None:
+        try:
+            if batch is not None:
+                self.sim.batch(batch, n=3)  # one transaction, one block
+            else:
+                self.sim.run(blocks=blocks or self.rng.randint(1, 3), moves_per_block=moves or self.rng.randint(2, 6))
+        except SimulationError as exc:  # the trader's own mirror, not the indexer: trade on with a fresh one
+            self.notes.append(f"simulator restarted: {str(exc)[:120]}")
+            self.sim = Simulator(self.world, seed=self.rng.randint(1000, 10**6), n_holders=8)
 
     def recover(self, fault: str) -> None:
         """Wait until the daemon indexed the head (restarting it if it died on its own), then verify."""
@@ -168,7 +177,7 @@ class Soak:
         depth = self.rng.randint(1, self.max_depth)
         snap, base = self.anvil.snapshot(), self.anvil.block_number()
         while self.anvil.block_number() - base < depth:
-            self.sim.batch(self.rng.choice(list(self.world.tokens)), n=3)
+            self.trade(batch=self.rng.choice(list(self.world.tokens)))
         old_head = self.anvil.block_number()
         if self.rng.random() < 0.5:  # half the time the daemon has seen the orphaned branch
             deadline = time.monotonic() + 60
@@ -179,13 +188,13 @@ class Soak:
         self.anvil.revert(snap)
         self.sim = Simulator(self.world, seed=self.rng.randint(1000, 10**6), n_holders=8)
         while self.anvil.block_number() <= old_head:
-            self.sim.run(blocks=1, moves_per_block=self.rng.randint(1, 4))
+            self.trade(1, self.rng.randint(1, 4))
         self.proxy.faults.clear()
         self.depths.append(depth)
 
     def fault_kill(self) -> None:
         if self.rng.random() < 0.5:
-            self.sim.run(blocks=1, moves_per_block=3)
+            self.trade(1, 3)
         self.stop_daemon(signal.SIGKILL)
         self.trade()  # the chain moves on while nothing indexes it
         self.start_daemon()
@@ -234,12 +243,14 @@ class Soak:
         for line in self.differences + self.failures:
             print(f"  {line}")
         print(f"failures: {len(self.failures)}")
+        for note in self.notes:
+            print(f"  ({note})")
         if self.json_path is None:
             return
         self.json_path.write_text(json.dumps({
             "minutes": round(elapsed / 60, 2), "seed": self.seed, "blocks": blocks, "survived": dict(self.survived),
             "differences": self.differences, "failures": self.failures, "starts": self.starts,
-            "reorg_depths": sorted(self.depths),
+            "reorg_depths": sorted(self.depths), "notes": self.notes,
             "recovery_median_s": round(_median(self.recovery), 2), "recovery_worst_s": round(worst, 2)}, indent=2))
 
 
