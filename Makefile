@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PYSTAMP := $(VENV)/.installed
 NODESTAMP := node_modules/.installed
 
-.PHONY: demo test lint bench contracts clean tools
+.PHONY: demo test lint bench soak contracts clean tools
 
 $(PYSTAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(PYSTAMP)
 
 bench: $(PYSTAMP) $(NODESTAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# `indexer run` under random faults for SOAK_MINUTES (default 10); see bench/soak.py.
+SOAK_MINUTES ?= 10
+soak: $(PYSTAMP) $(NODESTAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak $(SOAK_ARGS)
 
 contracts: $(NODESTAMP)
 	npm run --silent build:contracts

@@ -1,7 +1,9 @@
 -- xstock-indexer: the database, read top to bottom.
 --
 -- Applied by `indexer migrate` (and at the start of `indexer run`) inside one transaction under
--- an advisory lock; every statement is idempotent, so applying it twice changes nothing.
+-- the migration lock, only when the database's schema_version is older than the code's (see
+-- indexer/schema.py: versioned, forward-only steps run before this file). Every statement is
+-- idempotent, so this file both creates a database and completes an upgraded one.
 --
 -- Conventions: addresses and hashes are lowercase 0x hex text. Token amounts are numeric(78,0)
 -- in base units (the uint256 the contract stores); a decimal-adjusted column beside them is
@@ -11,7 +13,17 @@
 -- Internal tables (the ledger the indexer writes) come first, then the analyst surface: the
 -- views and functions documented in README.md.
 
-SELECT pg_advisory_xact_lock(hashtext('xstock-indexer:migrate'));
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    title       text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    applied_by  text NOT NULL DEFAULT current_setting('application_name')
+);
+COMMENT ON TABLE schema_version IS 'Schema versions applied to this database, one row per migration step (max(version) is the current one). Its EXCLUSIVE lock is the migration lock. An indexer older than max(version) refuses to run.';
+COMMENT ON COLUMN schema_version.version IS 'Step number (indexer/schema.py STEPS).';
+COMMENT ON COLUMN schema_version.title IS 'What the step changed.';
+COMMENT ON COLUMN schema_version.applied_at IS 'When it was applied.';
+COMMENT ON COLUMN schema_version.applied_by IS 'application_name of the process that applied it (command, pid, host).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Internal: progress and reorg protection
@@ -386,10 +398,10 @@ CREATE TABLE IF NOT EXISTS indexer_settings (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO indexer_settings (key, seconds) VALUES
-    ('stale_after', 86400), ('settlement_window', 86400), ('privileged_review', 86400)
+    ('stale_after', 86400), ('settlement_window', 86400), ('privileged_review', 86400), ('privileged_setup', 3600)
 ON CONFLICT (key) DO NOTHING;
-COMMENT ON TABLE indexer_settings IS 'Durations the backing rules read, in seconds. stale_after and settlement_window are copied from [custody] of the config at every reconcile and import; privileged_review (how long a privileged change stays flagged) is set here: UPDATE indexer_settings SET seconds = ... WHERE key = ''privileged_review''.';
-COMMENT ON COLUMN indexer_settings.key IS 'stale_after (R4), settlement_window (R6) or privileged_review (R10).';
+COMMENT ON TABLE indexer_settings IS 'Durations the backing rules read, in seconds. stale_after and settlement_window are copied from [custody] of the config at every reconcile and import; privileged_review (how long a privileged change stays flagged) and privileged_setup (how long after a contract''s deployment the first assignment of each role is its own set-up, not a change) are set here: UPDATE indexer_settings SET seconds = ... WHERE key = ''privileged_review''.';
+COMMENT ON COLUMN indexer_settings.key IS 'stale_after (R4), settlement_window (R6), privileged_review or privileged_setup (R10).';
 COMMENT ON COLUMN indexer_settings.seconds IS 'The duration in seconds.';
 COMMENT ON COLUMN indexer_settings.source IS 'default (set by schema.sql) or the config file it was copied from.';
 COMMENT ON COLUMN indexer_settings.updated_at IS 'When the value was last written (wall clock).';
@@ -618,7 +630,8 @@ CREATE TABLE IF NOT EXISTS backing_flags (
     shortfall     numeric,
     details       jsonb NOT NULL DEFAULT '{}',
     recorded_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    acknowledged_at timestamptz
 );
 CREATE UNIQUE INDEX IF NOT EXISTS backing_flags_open
     ON backing_flags (rule, coalesce(underlying, ''), coalesce(chain_id, 0), coalesce(token, ''), key)
@@ -639,6 +652,24 @@ COMMENT ON COLUMN backing_flags.shortfall IS 'Underlying shares not backed: supp
 COMMENT ON COLUMN backing_flags.details IS 'The condition''s evidence (amounts as decimal strings, times, tx hashes); kept current while open.';
 COMMENT ON COLUMN backing_flags.recorded_at IS 'Wall-clock time the row was written.';
 COMMENT ON COLUMN backing_flags.updated_at IS 'Wall-clock time of the last change (details, shortfall or closing).';
+COMMENT ON COLUMN backing_flags.acknowledged_at IS 'Wall-clock time of the latest acknowledgement (`indexer flags ack ID --note TEXT`); NULL when nobody has acknowledged it. An acknowledged flag stays open while its condition holds; the notes are in backing_flag_notes.';
+
+CREATE TABLE IF NOT EXISTS backing_flag_notes (
+    id        bigserial PRIMARY KEY,
+    flag_id   bigint NOT NULL REFERENCES backing_flags,
+    action    text NOT NULL CHECK (action IN ('acknowledged')),
+    note      text NOT NULL,
+    noted_by  text NOT NULL DEFAULT current_user,
+    noted_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS backing_flag_notes_flag ON backing_flag_notes (flag_id, noted_at);
+COMMENT ON TABLE backing_flag_notes IS 'The history people add to a flag: every acknowledgement with its note, never rewritten.';
+COMMENT ON COLUMN backing_flag_notes.id IS 'Note id.';
+COMMENT ON COLUMN backing_flag_notes.flag_id IS 'The flag (backing_flags.id).';
+COMMENT ON COLUMN backing_flag_notes.action IS 'acknowledged.';
+COMMENT ON COLUMN backing_flag_notes.note IS 'What the person wrote (--note).';
+COMMENT ON COLUMN backing_flag_notes.noted_by IS 'Database role that wrote it.';
+COMMENT ON COLUMN backing_flag_notes.noted_at IS 'Wall-clock time.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Custody and backing: functions
@@ -967,9 +998,17 @@ SELECT 'privileged_change', 'high', t.underlying, p.chain_id, p.token, p.block_n
                           'previous_address', p.previous_address, 'block_number', p.block_number,
                           'block_time', p.block_time, 'tx_hash', p.tx_hash, 'symbol', t.symbol)
   FROM privileged_events p CROSS JOIN n LEFT JOIN tokens t USING (chain_id, token)
- WHERE p.block_time > n.now - n.review;
+ WHERE p.block_time > n.now - n.review
+   AND NOT EXISTS (  -- the contract's own set-up: the first holder of each role, soon after its deployment
+       SELECT 1 FROM privileged_events d
+        WHERE d.chain_id = p.chain_id AND d.token = p.token AND d.event = 'OwnershipTransferred'
+          AND d.previous_address = '0x0000000000000000000000000000000000000000'
+          AND p.block_time BETWEEN d.block_time AND d.block_time + setting_interval('privileged_setup')
+          AND NOT EXISTS (SELECT 1 FROM privileged_events e
+                           WHERE e.chain_id = p.chain_id AND e.token = p.token AND e.role = p.role
+                             AND (e.block_number, e.log_index) < (p.block_number, p.log_index)));
 COMMENT ON VIEW backing_conditions IS 'The flags that should be open now, one row per condition (what `indexer reconcile` makes backing_flags match). Rules needing custody (R3..R8) apply to underlyings with at least one custody record; R9 and R10 to every token.';
-COMMENT ON COLUMN backing_conditions.rule IS 'unbacked_supply: custody below supply at the attestation time (R3). stale_attestation: newest valid record older than stale_after (R4). ripcord: the newest record of the underlying is a ripcord (R5). unmatched_mint: mints older than settlement_window with no attestation at or after them that covers the supply (R6). multiplier_without_custody: a multiplier increase whose new supply custody did not hold at the activation time, and no later attestation covers (R8). multiplier_mismatch: xStocks of one underlying with different multipliers at the latest time every chain has indexed (R9). privileged_change: a privileged event within privileged_review of now (R10).';
+COMMENT ON COLUMN backing_conditions.rule IS 'unbacked_supply: custody below supply at the attestation time (R3). stale_attestation: newest valid record older than stale_after (R4). ripcord: the newest record of the underlying is a ripcord (R5). unmatched_mint: mints older than settlement_window with no attestation at or after them that covers the supply (R6). multiplier_without_custody: a multiplier increase whose new supply custody did not hold at the activation time, and no later attestation covers (R8). multiplier_mismatch: xStocks of one underlying with different multipliers at the latest time every chain has indexed (R9). privileged_change: a privileged event within privileged_review of now (R10), except a contract''s own set-up: the deployment (OwnershipTransferred from the zero address) and the first assignment of each role within privileged_setup of it.';
 COMMENT ON COLUMN backing_conditions.severity IS 'critical, high or warning (see backing_flags.severity).';
 COMMENT ON COLUMN backing_conditions.underlying IS 'Underlying symbol (NULL for a factory''s privileged change).';
 COMMENT ON COLUMN backing_conditions.chain_id IS 'Chain of the token concerned, NULL for a rule about the whole underlying.';
@@ -1331,7 +1370,7 @@ DECLARE
     relations text[] := ARRAY[
         'transfers', 'holders', 'token_supply', 'daily_activity', 'holder_history', 'top_holders',
         'multiplier_history', 'indexer_progress', 'backing', 'backing_conditions',
-        'custody_attestations', 'backing_flags', 'privileged_events'];
+        'custody_attestations', 'backing_flags', 'backing_flag_notes', 'privileged_events', 'schema_version'];
     f text;
     r text;
 BEGIN

@@ -16,7 +16,7 @@ from . import logs
 from .config import Settings, load_settings
 from .errors import IndexerError, mask_secrets
 
-COMMANDS = "migrate, backfill, run, verify, custody, reconcile, status, export, demo"
+COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export, demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON logs even on a terminal")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser("migrate", help="apply schema.sql (idempotent)")
+    sub.add_parser("migrate", help="bring the schema to this release's version (forward only; nothing when it is)")
     p = sub.add_parser("backfill", help="index up to the safe head (or --to-block), then stop")
     p.add_argument("--chain", metavar="NAME")
     p.add_argument("--from-block", type=_block, metavar="B")
     p.add_argument("--to-block", type=_block, metavar="B")
     p = sub.add_parser("run", help="migrate, catch up, then follow the head until SIGTERM/SIGINT")
+    p.add_argument("--chain", metavar="NAME", help="only this chain of the config (one machine per chain)")
     p = sub.add_parser("verify", help="compare the database with the chain at the indexed block")
     p.add_argument("--chain", metavar="NAME")
     p.add_argument("--block", type=_block, metavar="B")
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--underlying", metavar="SYMBOL", help="underlying of the answer (default: from its symbol)")
     p.add_argument("--allow-http", action="store_true", help="accept a plain http:// URL (default: https only)")
     sub.add_parser("reconcile", help="evaluate backing now, open/close flags, print backing and open flags")
+    p = sub.add_parser("flags", help="list the open backing flags (--all: closed too); flags ack ID --note TEXT")
+    p.add_argument("--all", action="store_true", help="closed flags too")
+    flags = p.add_subparsers(dest="flags_command", metavar="ACTION")
+    p = flags.add_parser("ack", help="acknowledge a flag; the note is kept in its history")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--note", required=True, metavar="TEXT", help="why (kept in backing_flag_notes)")
     sub.add_parser("status", help="indexed block, head and lag per chain; supply and holders per token")
     p = sub.add_parser("export", help="write analyst data for spreadsheets (csv) and notebooks (parquet)")
     export = p.add_subparsers(dest="export_command", metavar="WHAT")
@@ -106,14 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
+        from .schema import CODE_VERSION
         from .store import Store
 
         store = await Store.open(settings.database_url, role="migrate")
         try:
-            await store.migrate()
+            applied = await store.migrate()
+            await store.role_settings(settings.analyst_statement_timeout)
         finally:
             await store.close()
-        print("schema applied")
+        steps = f"applied step {', '.join(map(str, applied))}" if applied else "already there, nothing applied"
+        print(f"schema at version {CODE_VERSION}: {steps}")
         return 0
     if args.command == "backfill":
         from .backfill import backfill
@@ -129,8 +139,15 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(render(reports))
         return 0 if all(r.ok for r in reports) else 1
     if args.command == "run":
+        from dataclasses import replace
+
         from .daemon import run
 
+        if args.chain:  # one chain per machine: the others' tokens and factories are theirs
+            chain = settings.chain(args.chain).name
+            settings = replace(settings, chains=(settings.chain(chain),),
+                               tokens=tuple(t for t in settings.tokens if t.chain == chain),
+                               factories=tuple(f for f in settings.factories if f.chain == chain))
         return await run(settings)
     if args.command == "custody":
         from .custody_import import import_file, pull
@@ -145,6 +162,14 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .reconcile import reconcile
 
         print(await reconcile(settings))
+        return 0
+    if args.command == "flags":
+        from . import flags
+
+        if args.flags_command == "ack":
+            print(await flags.acknowledge(settings, args.id, args.note))
+        else:
+            print(await flags.list_flags(settings, args.all))
         return 0
     if args.command == "status":
         from .status import status

@@ -77,6 +77,7 @@ class Settings:
     custody: CustodyConfig = CustodyConfig()
     daemon: DaemonConfig = DaemonConfig()
     source: str = "<defaults>"
+    analyst_statement_timeout: float = 120.0  # [database]: the analyst role's in this database (0: none)
 
     def chain(self, name: str) -> ChainConfig:
         for chain in self.chains:
@@ -117,7 +118,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], source: str) 
     p = _Parser(source)
     p.keys(raw, "", {"database", "chain", "token", "factory", "custody", "daemon"})
     database = p.table(raw, "database")
-    p.keys(database, "database", {"url"})
+    p.keys(database, "database", {"url", "analyst_statement_timeout"})
     database_url = env.get("DATABASE_URL") or p.string(database, "url", "database") or DEFAULT_DATABASE_URL
     if not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{source}: database.url must start with postgresql://")
@@ -151,6 +152,7 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], source: str) 
         custody=p.custody(p.table(raw, "custody")),
         daemon=p.daemon(p.table(raw, "daemon")),
         source=source,
+        analyst_statement_timeout=parse_duration(database.get(k := "analyst_statement_timeout", 120), f"{source}: {k}"),
     )
 
 

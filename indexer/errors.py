@@ -12,6 +12,7 @@
         +-- ConfigError          bad TOML, unknown key, bad address, chain id mismatch  (exit 2)
         +-- InputError           a bad custody file or bad command-line value            (exit 2)
         +-- LockHeld             another writer indexes this chain                       (exit 2)
+        +-- SchemaMismatch       the database schema is not this code's version          (exit 2)
         +-- ServiceUnreachable   the RPC or database cannot be reached at start-up       (exit 2)
         +-- ReorgTooDeep         a reorg deeper than max_reorg_depth; nothing changed   (exit 3)
         +-- RpcError             the node answered with an error that is not transient
@@ -95,6 +96,10 @@ class InputError(Fatal):
 
 
 class LockHeld(Fatal):
+    exit_code = 2
+
+
+class SchemaMismatch(Fatal):
     exit_code = 2
 
 

@@ -73,6 +73,7 @@ async def export_holders(settings: Settings, token: str, block: int | None, fmt:
         _pyarrow()  # fail before touching the database
     store = await Store.open(settings.database_url, role="export")
     try:
+        await store.check_schema()
         target = await resolve(store, token, block, chain)
         rows = [(target.chain_id, target.token, target.symbol, target.block, r["holder"], r["shares"],
                  r["balance_raw"], r["balance"])

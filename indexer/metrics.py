@@ -34,6 +34,8 @@ REORG_DEPTH = Histogram("indexer_reorg_depth", "Depth of handled reorgs, blocks"
 RPC_ERRORS = Counter("indexer_rpc_errors", "Failed RPC attempts by kind", ["chain", "kind"], registry=REGISTRY)
 STEP_RETRIES = Counter("indexer_step_retries", "Sync steps tried again after a retryable error, by reason",
                        ["chain", "reason"], registry=REGISTRY)
+OPEN_FLAGS = Gauge("indexer_open_flags", "Open backing flags (acknowledged: yes|no)",
+                   ["rule", "severity", "acknowledged"], registry=REGISTRY)
 DB_RETRIES = Counter("indexer_db_retries", "Database operations retried after a lost connection", registry=REGISTRY)
 
 

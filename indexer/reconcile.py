@@ -13,9 +13,10 @@ The rules themselves are SQL (view ``backing_conditions`` in schema.sql, R3..R10
 4. sends ``NOTIFY backing_flags`` with the flag as JSON per open and close (delivered at commit)
    and, once committed, logs a warning per change.
 
-Evaluations take a transaction-scoped advisory lock, so the daemon's chain tasks, an import and a
-``reconcile`` command may overlap. opened_at/closed_at are chain time: the timestamp of the latest
-indexed block, like every rule, so the flags follow from the data alone.
+Evaluations lock backing_flags (SHARE ROW EXCLUSIVE: one evaluation at a time, readers unaffected),
+so the daemon's chain tasks, an import and a ``reconcile`` command may overlap. opened_at/closed_at
+are chain time: the timestamp of the latest indexed block, like every rule, so the flags follow
+from the data alone.
 
 Entry points: :func:`evaluate` (daemon hook, imports), :func:`reconcile` (``indexer reconcile``),
 :func:`backing_report` (``indexer status``). Database failures surface as the Store raises them.
@@ -32,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from . import logs
+from . import flags, logs
 from .config import Settings
 from .store import Store
 
@@ -125,7 +126,9 @@ def plan(open_flags: Iterable[Flag], desired: Iterable[Condition]) -> Plan:
 async def evaluate(store: Store, settings: Settings) -> list[FlagChange]:
     """Evaluate every rule now and open/close flags to match; returns the changes."""
     async def run(conn: asyncpg.Connection) -> list[FlagChange]:
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('xstock-indexer:reconcile'))")
+        # serialises evaluations; a lock only writers of backing_flags can take (an advisory key
+        # is open to every role: an analyst holding it would stall the daemon), readers never wait
+        await conn.execute("LOCK TABLE backing_flags IN SHARE ROW EXCLUSIVE MODE")
         await conn.execute("SET LOCAL jit = off")  # many cheap probes: compiling them costs more than running them
         await write_settings(conn, settings)
         await conn.execute("SELECT custody_coverage_refresh()")  # what changed since the last evaluation only
@@ -137,6 +140,7 @@ async def evaluate(store: Store, settings: Settings) -> list[FlagChange]:
         return changes
 
     changes = await store.transact("reconcile", run)
+    await flags.export_gauge(store)
     for change in changes:
         f = change.flag
         log.warning(f"backing_flag_{change.action}", id=f.id, rule=f.rule, severity=f.severity,

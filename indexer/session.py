@@ -1,8 +1,8 @@
 """The resources one chain's writer holds: the node connection, the writer lock, the sync.
 
 Shared by ``backfill`` and ``run`` so that both start the same way: connect and check the chain
-id, take the per-chain advisory lock (a second writer exits 2 naming the first), register the
-configured tokens.
+id, take the per-chain writer lock (a second writer exits 2 naming the first: see
+Store.lock_chain), set the analyst role's statement_timeout, register the configured tokens.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ async def writer(
                               f"chain id {rows[0]['chain_id']} under that name")
         await store.lock_chain(chain_id, cfg.name)
         try:
+            await store.role_settings(settings.analyst_statement_timeout)
             sync = ChainSync(cfg, settings, chain, store, chain_id, floor=from_block)
             await sync.prepare()
             yield sync

@@ -1,5 +1,6 @@
-"""The indexer's database: the pool, the writer lock, migrations, and the statements outside a
-batch. With writes.py (the SQL inside a batch and a rewind), the only modules that talk SQL.
+"""The indexer's database: the pool, the writer lock, and the statements outside a batch. With
+writes.py (the SQL inside a batch and a rewind) and schema.py (versions and migrations), the only
+modules that talk SQL.
 
 One transaction per batch (``commit_batch``), all or nothing; it is idempotent against a lost
 acknowledgement: it checks the cursor it expects to move from, and a batch already committed is
@@ -15,18 +16,18 @@ import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
 import tenacity
 
-from . import logs
-from .errors import DatabaseUnavailable, LockHeld, ServiceUnreachable, mask_url
+from . import logs, schema
+from .errors import DatabaseUnavailable, ServiceUnreachable, mask_url
 from .models import Cursor, TokenInfo, TokenKind
 from .writes import TRANSFER_COLUMNS, BatchWrite, TokenState, copy_text, insert_tokens, rewind_to, ts, write_batch
 
 __all__ = ["TRANSFER_COLUMNS", "BatchWrite", "Store", "TokenState", "copy_text", "schema_sql", "ts"]
+schema_sql = schema.schema_sql
 
 log = logs.get("store")
 T = TypeVar("T")
@@ -42,10 +43,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InterfaceError,
     TimeoutError,
 )
-
-
-def schema_sql() -> str:
-    return resources.files("indexer").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 # Secondary indexes of transfer_log that a first load builds once at the end (see
@@ -113,42 +110,53 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------------
 
-    async def migrate(self) -> None:
-        """Apply schema.sql in one transaction (it takes its own advisory lock)."""
-        sql = schema_sql()
+    async def migrate(self) -> list[int]:
+        """Bring the schema to the code's version (schema.upgrade); returns the versions applied."""
+        async def run() -> list[int]:
+            async with self.pool.acquire() as conn:
+                return await schema.upgrade(conn)
+        applied = await self._retry("migrate", run)
+        await self._restore_indexes()
+        return applied
 
+    async def _restore_indexes(self) -> None:
+        """A first load killed before build_indexes leaves its deferred indexes dropped: every
+        writer's start builds the missing ones (nothing when they exist)."""
+        rows = await self.fetch("SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL",
+                                list(DEFERRED_INDEXES))
+        if rows:
+            log.info("indexes_restored", indexes=[r["name"] for r in rows])
+            await self.build_indexes()
+
+    async def check_schema(self) -> None:
+        """For commands that only read: SchemaMismatch unless the database is at the code's version."""
         async def run() -> None:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(sql)
+            async with self.pool.acquire() as conn:
+                await schema.check(conn)
+        await self._retry("schema", run)
 
-        await self._retry("migrate", run)
+    async def role_settings(self, analyst_statement_timeout: float) -> None:
+        async def run() -> None:
+            async with self.pool.acquire() as conn:
+                await schema.apply_role_settings(conn, analyst_statement_timeout)
+        await self._retry("role_settings", run)
 
     # -- writer lock ----------------------------------------------------------------------------
 
     async def lock_chain(self, chain_id: int, chain_name: str) -> None:
-        """Take the per-chain writer lock on a dedicated connection held until ``unlock_chain``
-        or close. Raises LockHeld naming the holder when another process has it."""
+        """Take the per-chain writer lock (schema.take_writer_lock) on a dedicated connection held
+        until ``unlock_chain`` or close. LockHeld names the holder, one indexing this database;
+        SchemaMismatch when a newer release migrated before we locked."""
         async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(self.dsn, server_settings={"application_name": _app_name("writer")})
+            return await schema.writer_connection(self.dsn, _app_name("writer"), chain_id)
         conn = await self._retry("lock", connect)
-        key = await conn.fetchval("SELECT hashtextextended('xstock-indexer:chain:' || $1::bigint::text, 0)", chain_id)
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            self._locks[chain_id] = (chain_name, conn)
-            return
-        holder = await conn.fetchrow(
-            """SELECT a.pid, a.application_name, a.client_addr::text AS addr, a.backend_start
-                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted
-                  AND l.classid::bigint = $1 AND l.objid::bigint = $2""",
-            (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF,
-        )
-        await conn.close()
-        who = "another process"
-        if holder is not None:
-            since = holder["backend_start"].strftime("%Y-%m-%d %H:%M:%S UTC") if holder["backend_start"] else "?"
-            who = f"{holder['application_name'] or 'backend pid ' + str(holder['pid'])} (since {since})"
-        raise LockHeld(f"chain {chain_name} (id {chain_id}) is already being indexed by {who}; "
-                       "only one writer per chain")
+        await schema.take_writer_lock(conn, chain_id, chain_name)
+        self._locks[chain_id] = (chain_name, conn)
+        try:
+            await self.check_schema()
+        except BaseException:
+            await self.unlock_chain(chain_id)
+            raise
 
     async def unlock_chain(self, chain_id: int) -> None:
         _, conn = self._locks.pop(chain_id, ("", None))
@@ -164,7 +172,7 @@ class Store:
         name, conn = held
         try:
             if not conn.is_closed():
-                await conn.fetchval("SELECT 1")
+                await conn.execute("SELECT 1")  # simple protocol: no portal keeps a snapshot open
                 return
         except _CONNECTION_ERRORS:
             pass

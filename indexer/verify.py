@@ -36,6 +36,7 @@ async def verify(settings: Settings, chain: str | None = None, block: int | None
     chains = [settings.chain(chain)] if chain else list(settings.chains)
     store = await Store.open(settings.database_url, role="verify")
     try:
+        await store.check_schema()
         return [await _verify_chain(cfg, store, block) for cfg in chains]
     finally:
         await store.close()

@@ -18,7 +18,7 @@ from tests.conftest import cli
 ANALYST_RELATIONS = {
     "transfers", "holders", "token_supply", "daily_activity", "holder_history", "top_holders",
     "multiplier_history", "indexer_progress", "backing", "backing_conditions",
-    "custody_attestations", "backing_flags", "privileged_events",
+    "custody_attestations", "backing_flags", "backing_flag_notes", "privileged_events", "schema_version",
 }
 INTERNAL_TABLES = ("transfer_log", "share_balances", "tokens", "cursors", "recent_blocks", "chains",
                    "multiplier_changes", "token_events", "custody_imports", "indexer_settings")

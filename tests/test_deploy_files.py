@@ -29,14 +29,14 @@ from indexer.config import parse_settings
 from indexer.devnet import deploy_cli
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.postgres import pg_bin_dir
-from tests.conftest import PgServer, execute, run_sync
+from tests.conftest import PgServer, cli, execute, run_sync
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = REPO / ".env.example"
 DASHBOARD = REPO / "deploy/grafana/dashboards/xstock-indexer.json"
 EXAMPLES = REPO / "examples"
 SERVICES = {"postgres", "anvil", "deploy", "indexer", "prometheus", "grafana"}
-SECRETS = ("POSTGRES_PASSWORD", "DATABASE_URL", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_DB_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "INDEXER_DB_PASSWORD", "DATABASE_URL", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_DB_PASSWORD")
 # The analyst relations of DESIGN.md Part 1: the only ones a dashboard may query.
 ANALYST_RELATIONS = {"transfers", "holders", "token_supply", "custody_attestations", "backing",
                      "backing_flags"}
@@ -411,3 +411,40 @@ def test_local_example_follows_the_devnet_deployment(anvil: Anvil, tmp_path: Pat
     assert deploy_cli.main(argv) == 0
     assert "already deployed" in capsys.readouterr().out
     assert out.read_text() == before
+
+
+def test_the_indexer_runs_as_its_own_non_superuser_owner(world: Any, database_url: str, tmp_path: Path) -> None:
+    """deploy/postgres/initdb/05-indexer-owner.sh as the postgres image runs it, then the indexer
+    migrates and indexes as that role: it owns what it creates and is no superuser."""
+    parts = urlsplit(database_url)
+    env = dict(os.environ, PATH=f"{pg_bin_dir()}{os.pathsep}{os.environ['PATH']}",
+               PGHOST=parse_qs(parts.query).get("host", [parts.hostname or ""])[0],
+               PGPORT=str(parts.port or 5432), POSTGRES_USER=parts.username or "postgres",
+               POSTGRES_DB=parts.path.lstrip("/"), INDEXER_DB_PASSWORD="it's \"quoted\"")
+    script = REPO / "deploy/postgres/initdb/05-indexer-owner.sh"
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    owner_url = urlunsplit(parts._replace(netloc="xstock_indexer@" + parts.netloc.rpartition("@")[2]))
+    try:
+        config = world.write_toml(tmp_path / "indexer.toml", owner_url)
+        for command in ("migrate", "backfill", "verify"):
+            done = cli(command, config=config)
+            assert done.returncode == 0, (command, done.stderr)
+        owners = run_sync(_owners(database_url))
+        assert owners == {"xstock_indexer"}
+    finally:
+        admin = parts.username or "postgres"
+        run_sync(execute(database_url, f'ALTER DATABASE "{parts.path.lstrip("/")}" OWNER TO {admin}; '
+                                       "ALTER SCHEMA public OWNER TO pg_database_owner; "
+                                       "DROP OWNED BY xstock_indexer; DROP ROLE xstock_indexer"))
+
+
+async def _owners(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'xstock_indexer'")
+        return {r["o"] for r in await conn.fetch(
+            "SELECT DISTINCT pg_get_userbyid(relowner) AS o FROM pg_class "
+            "WHERE relnamespace = 'public'::regnamespace")}
+    finally:
+        await conn.close()

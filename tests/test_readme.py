@@ -56,7 +56,8 @@ async def test_readme_queries_run_and_agree_with_the_chain(world: World, world_c
     now = datetime.now(UTC).isoformat()
     custody = tmp_path / "custody.csv"
     custody.write_text("underlying,custodian,account,settled_shares,in_transit_shares,as_of,attestor,ripcord\n"
-                       f"AAPL,Custodian A,acct-1,1000000000,0,{now},Attestor,false\n")
+                       f"AAPL,Custodian A,acct-1,1000000000,0,{now},Attestor,false\n"
+                       f"NVDA,Custodian A,acct-2,1000000000,0,{now},Attestor,true\n")  # a ripcord: a flag to list
     assert cli("custody", "import", str(custody), config=world_config).returncode == 0
     assert cli("reconcile", config=world_config).returncode == 0
     conn = await asyncpg.connect(database_url)

@@ -1,10 +1,9 @@
 """Backing and flags in the demo's live view: the `backing` view, the open `backing_flags`, and a
 line per flag that opens or closes.
 
-Privileged-change flags (R10) come by the dozen from the deployment's role setup (a minter, a
-burner, ... per token, then the ownership): legitimate, and flagged for review all the same. They
-are shown as one row with their count and one line explaining where they come from; every other
-flag is shown in full.
+Privileged-change flags (R10) open when a role changes hands after a contract's own set-up (the
+deployment's roles are not flagged); several can come at once, so they are shown as one row with
+their count and one line saying what changed; every other flag is shown in full.
 """
 
 from __future__ import annotations
@@ -85,8 +84,8 @@ def privileged_note(rows: Sequence[Record]) -> str:
     blocks = [int(r["event_block"]) for r in rows if r["event_block"] is not None]
     span = f" in blocks {min(blocks)}..{max(blocks)}" if blocks else ""
     roles = ", ".join(dict.fromkeys(str(r["role"]).replace("_", " ") for r in rows))
-    return (f"#{min(ids)}..#{max(ids)}: the deployment's role setup{span} ({roles}): legitimate, "
-            "flagged for review for 24 h of chain time")
+    return (f"#{min(ids)}..#{max(ids)}: privileged roles changed hands{span} ({roles}): flagged for review "
+            "for 24 h of chain time (`indexer flags ack ID --note TEXT` once checked)")
 
 
 class FlagWatch:
@@ -116,8 +115,8 @@ class FlagWatch:
                 if closed:
                     lines.append(_closed(r))
         if new_privileged:
-            lines.append(f"flags     {len(new_privileged)} privileged_change flags (R10) opened: the deployment's "
-                         "role setup (see under the flags table)")
+            lines.append(f"flags     {len(new_privileged)} privileged_change flag(s) (R10) opened: a role changed "
+                         "hands after the set-up (see under the flags table)")
         if gone_privileged:
             lines.append(f"flags     {gone_privileged} privileged_change flag(s) closed: their review period is over")
         return lines
