@@ -18,18 +18,22 @@ from indexer.devnet.deploy import World
 from indexer.devnet.rpc import JsonRpc
 from tests.conftest import cli, run_sync
 from tests.daemonctl import DaemonProcess, cursor
-from tests.oracle import compare_history
+from tests.oracle import blocks_compared, compare_history
 from tests.silent_paths import CASES, config_text, play, setup
 
 MODES = {"one_range": 1_000_000, "many_ranges": 3, "live": 1_000_000}
 
 
-def wait_indexed(database_url: str, rpc_url: str, within: float = 60.0) -> None:
-    """Block until the daemon's cursor has reached the node's head (a condition, polled)."""
+def wait_indexed(database_url: str, rpc_url: str, daemon: DaemonProcess, within: float = 60.0) -> None:
+    """Block until the daemon's cursor has reached the node's head (a condition, polled); fail
+    at once, with the end of its log, if the daemon has exited."""
     with JsonRpc(rpc_url) as client:
         head = int(client.call("eth_blockNumber"), 16)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
+        if not daemon.alive:
+            raise AssertionError(f"the daemon exited before indexing block {head}: "
+                                 f"{daemon.log_path.read_text()[-1500:]}")
         at = run_sync(cursor(database_url))
         if at is not None and at[0] >= head:
             return
@@ -52,11 +56,11 @@ def index(mode: str, case_name: str, world: World, database_url: str, tmp_path: 
     if mode == "live":
         daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
         try:
-            wait_indexed(database_url, world.rpc_url, within=120)
-            play(case, world, extra, on_block=lambda: wait_indexed(database_url, world.rpc_url))
-            assert daemon.alive, (tmp_path / "daemon.log").read_text()[-2000:]
+            wait_indexed(database_url, world.rpc_url, daemon, within=120)
+            play(case, world, extra, on_block=lambda: wait_indexed(database_url, world.rpc_url, daemon))
         finally:
-            assert daemon.stop() == 0
+            code = daemon.stop()
+        assert code == 0, daemon.log_path.read_text()[-1500:]
     else:
         play(case, world, extra)
         done = cli("backfill", config=config)
@@ -70,6 +74,7 @@ def test_history_equals_the_chain_at_every_block(case_name: str, mode: str, worl
                                                  tmp_path: Path) -> None:
     tokens = index(mode, case_name, world, database_url, tmp_path)
     assert run_sync(compare_history(database_url, world.rpc_url, tokens)) == []
+    print(f"{case_name} {mode}: {run_sync(blocks_compared(database_url, tokens))} token-blocks equal")
 
 
 def test_from_block_on_an_empty_database_refuses_and_says_what_to_do(
