@@ -3,8 +3,9 @@
 A sibling of verify.py, downstream of everything the pipeline stored. For each token it picks
 the blocks where history is most likely wrong, and a random sample of the rest:
 
-- every recorded multiplier change (``multiplier_changes``) and the blocks on each side of it,
-  where a change placed one block early or late shows;
+- every recorded multiplier change (``multiplier_changes``), every block with a multiplier
+  event (updated, scheduled, overridden) or an ``Upgraded``, and the blocks on each side of
+  each, where a change placed one block early or late shows;
 - the token's first and last indexed blocks;
 - ``--sample N`` blocks drawn uniformly from the token's indexed range with
   ``random.Random(f"{seed}:{chain_id}:{token}")``: the same ``--seed`` audits the same blocks;
@@ -35,6 +36,9 @@ from .errors import InputError
 from .store import Store
 
 ONE = 10**18
+# Events whose blocks (and neighbours) are audited beside the recorded changes: where the
+# multiplier's path or the token's kind can move with an event's value not being the block's.
+MARKERS = ("MultiplierUpdated", "MultiplierScheduled", "MultiplierScheduleOverridden", "Upgraded")
 
 
 @dataclass(frozen=True, order=True)
@@ -112,7 +116,9 @@ async def _audit_token(node: Chain, store: Store, chain_id: int, t: Record, samp
     if end < start:
         return
     changes = [int(r["block_number"]) for r in await store.fetch(
-        "SELECT block_number FROM multiplier_changes WHERE chain_id = $1 AND token = $2", chain_id, address)]
+        "SELECT block_number FROM multiplier_changes WHERE chain_id = $1 AND token = $2 "
+        "UNION SELECT block_number FROM token_events WHERE chain_id = $1 AND token = $2 AND event = ANY($3)",
+        chain_id, address, list(MARKERS))]
     blocks = audit_blocks(changes, start, end, sample, random.Random(f"{seed}:{chain_id}:{address}"))
     report.tokens += 1
     for block in blocks:
@@ -136,17 +142,22 @@ def _differences(block: int, symbol: str, token: str, totals: Record, rows: list
     supply = calls.as_uint(answers[0]) or 0
     if supply != int(totals["supply"] or 0):
         out.append(Difference(block, symbol, token, "", f"totalSupply {supply} on chain, supply_at "
-                                                        f"{totals['supply']} in database"))
+                                                        f"{_int(totals['supply'])} in database"))
     multiplier = calls.as_multiplier(answers[1]) or ONE
     if answers[0] is not None and multiplier != int(totals["m"]):
         out.append(Difference(block, symbol, token, "", f"multiplier {multiplier} on chain, multiplier_at "
-                                                        f"{totals['m']} in database"))
+                                                        f"{_int(totals['m'])} in database"))
     for row, answer in zip(rows, answers[2:], strict=True):
         on_chain = calls.as_uint(answer) or 0
         if on_chain != int(row["balance"] or 0):
             out.append(Difference(block, symbol, token, str(row["holder"]),
-                                  f"balanceOf {on_chain} on chain, balance_at {row['balance']} in database"))
+                                  f"balanceOf {on_chain} on chain, balance_at {_int(row['balance'])} in database"))
     return out
+
+
+def _int(value: object) -> str:
+    """A numeric from the database as an integer (asyncpg's Decimal may print as 9.6E+17)."""
+    return "NULL" if value is None else str(int(value))  # type: ignore[call-overload]
 
 
 def render(reports: list[HistoryReport], limit: int = 20) -> str:

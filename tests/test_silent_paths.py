@@ -73,7 +73,10 @@ def index(mode: str, case_name: str, world: World, database_url: str, tmp_path: 
 def test_history_equals_the_chain_at_every_block(case_name: str, mode: str, world: World, database_url: str,
                                                  tmp_path: Path) -> None:
     tokens = index(mode, case_name, world, database_url, tmp_path)
-    assert run_sync(compare_history(database_url, world.rpc_url, tokens)) == []
+    problems = run_sync(compare_history(database_url, world.rpc_url, tokens))
+    audit = cli("verify", "--history", "--sample", "5", "--seed", "11", config=tmp_path / "indexer.toml")
+    assert problems == [], f"{problems}\nverify --history said:\n{audit.stdout}"
+    assert audit.returncode == 0, audit.stdout + audit.stderr
     print(f"{case_name} {mode}: {run_sync(blocks_compared(database_url, tokens))} token-blocks equal")
 
 
