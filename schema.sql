@@ -392,11 +392,16 @@ CREATE OR REPLACE FUNCTION custody_absorb(p_sha256 text) RETURNS void LANGUAGE s
         SELECT t.underlying, t.custodian, t.account FROM touched t
         ON CONFLICT DO NOTHING
     )
-    UPDATE custody_coverage c SET stable_until = m.since, updated_at = now()
-      FROM (SELECT t.underlying, min(t.since) AS since FROM touched t GROUP BY t.underlying) m
-     WHERE c.underlying = m.underlying AND c.stable_until > m.since
+    -- An upsert, so a reconcile running beside the import waits on the row (custody_coverage_refresh
+    -- locks it first) instead of writing back a horizon computed without these records. A new row
+    -- knows nothing yet (-infinity).
+    INSERT INTO custody_coverage AS c (underlying, stable_until, covered_before)
+    SELECT t.underlying, '-infinity', NULL FROM touched t GROUP BY t.underlying ORDER BY t.underlying
+    ON CONFLICT (underlying) DO UPDATE
+    SET stable_until = least(c.stable_until, (SELECT min(t.since) FROM touched t WHERE t.underlying = c.underlying)),
+        updated_at = now()
 $$;
-COMMENT ON FUNCTION custody_absorb(text) IS 'Called by each import of a payload (new or again) in its transaction: adds its accounts to custody_accounts and lowers custody_coverage.stable_until to its earliest as_of per underlying.';
+COMMENT ON FUNCTION custody_absorb(text) IS 'Called by each import of a payload (new or again) in its transaction: adds its accounts to custody_accounts and lowers custody_coverage.stable_until to its earliest as_of per underlying (the row locked until the import commits, so a reconcile beside it waits).';
 
 CREATE OR REPLACE FUNCTION custody_coverage_rewound() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -685,16 +690,21 @@ DECLARE
     h timestamptz;
     n integer := 0;
 BEGIN
-    FOR u IN SELECT DISTINCT c.underlying FROM custody_accounts c LOOP
+    FOR u IN SELECT DISTINCT c.underlying FROM custody_accounts c ORDER BY 1 LOOP
+        -- The row is locked before anything is read: an import's custody_absorb lowers it in its own
+        -- transaction, and a horizon computed from a snapshot without that import's records must
+        -- not be written over it (this statement waits for the import, the next ones see it).
+        INSERT INTO custody_coverage (underlying, stable_until) VALUES (u, '-infinity') ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM custody_coverage c WHERE c.underlying = u FOR UPDATE;
         h := custody_coverage_horizon(u);
         SELECT * INTO k FROM custody_coverage_known(u);
-        IF k.known_from = h AND EXISTS (SELECT 1 FROM custody_coverage c WHERE c.underlying = u) THEN
+        IF k.known_from = h THEN
             CONTINUE;
         END IF;
-        INSERT INTO custody_coverage AS c (underlying, stable_until, covered_before)
-        VALUES (u, h, custody_covered_between(u, k.known_from, h, k.covered))
-        ON CONFLICT (underlying) DO UPDATE
-        SET stable_until = EXCLUDED.stable_until, covered_before = EXCLUDED.covered_before, updated_at = now();
+        UPDATE custody_coverage c
+           SET stable_until = h, covered_before = custody_covered_between(u, k.known_from, h, k.covered),
+               updated_at = now()
+         WHERE c.underlying = u;
         n := n + 1;
     END LOOP;
     RETURN n;
@@ -1091,7 +1101,7 @@ COMMENT ON COLUMN indexer_progress.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN indexer_progress.chain IS 'Chain name from the config.';
 COMMENT ON COLUMN indexer_progress.indexed_block IS 'Last block whose events are all stored; NULL before the first batch.';
 COMMENT ON COLUMN indexer_progress.indexed_block_time IS 'Timestamp of indexed_block (UTC).';
-COMMENT ON COLUMN indexer_progress.head_block IS 'Chain head as last seen by the running daemon; NULL when no daemon has reported one (a backfill alone does not).';
+COMMENT ON COLUMN indexer_progress.head_block IS 'Chain head as last seen by the running daemon (updated whenever the head moves) or at the end of a backfill; NULL until one of them has run.';
 COMMENT ON COLUMN indexer_progress.lag_blocks IS 'head_block - indexed_block: blocks not indexed yet (confirmations included).';
 COMMENT ON COLUMN indexer_progress.indexed_age IS 'Wall-clock time since indexed_block was produced: how stale the views are.';
 COMMENT ON COLUMN indexer_progress.head_seen_at IS 'Wall-clock time head_block was seen.';

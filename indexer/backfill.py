@@ -2,6 +2,8 @@
 
 Resumable by construction: every step commits its events with the cursor, so a killed backfill
 restarts from the cursor and a rerun over an indexed range does nothing. Chains run concurrently.
+A Retryable that reaches a step is tried again a few times (retry.py); a node whose head is
+below the database's cursor stops the backfill at once (NodeBehind, exit 4).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Any
 
 from . import logs
 from .config import ChainConfig, Settings
-from .errors import InputError
+from .errors import InputError, NodeBehind, Retryable
 from .progress import Progress
+from .retry import StepRetry
 from .session import writer
 from .store import Store
 from .sync import ChainSync, Fetched, StepResult
 
 log = logs.get("backfill")
+RETRY_ATTEMPTS = 8
 
 
 async def backfill(
@@ -160,6 +164,20 @@ async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[St
     return steps
 
 
+async def _with_retries(sync: ChainSync, target: int, on_step: Callable[[StepResult], None]) -> None:
+    """catch_up, tried again after a Retryable a few times with backoff (the node behind the
+    database is not waited for: it raises at once, exit 4)."""
+    retry = StepRetry(sync.cfg.name, attempts=RETRY_ATTEMPTS)
+    while True:
+        try:
+            await catch_up(sync, target, on_step)
+            return
+        except NodeBehind:
+            raise
+        except Retryable as exc:
+            await asyncio.sleep(retry.failed(exc))  # backoff before the next attempt
+
+
 async def _backfill_chain(
     settings: Settings, cfg: ChainConfig, store: Store, from_block: int | None, to_block: int | None,
 ) -> dict[str, Any]:
@@ -182,7 +200,8 @@ async def _backfill_chain(
             def show(result: StepResult) -> None:
                 if not result.reorg_depth:
                     progress.update(result.to_block, result.logs, result.transfers)
-            await catch_up(sync, target, show)
+            await _with_retries(sync, target, show)
+        await store.set_head(sync.chain_id, sync.head)  # indexer_progress: head and lag as last seen
         summary = progress.summary()
         summary["chain_id"] = sync.chain_id
         log.info("backfill_done", **structlog_ctx, **{k: v for k, v in summary.items() if k != "chain"})

@@ -5,29 +5,36 @@ a block; ``connect`` opens one and checks the chain id; ``watch_heads`` follows 
 
 Failure modes, as raised to callers (see errors.py):
 - ``RpcUnavailable`` once the retry budget is spent (network, HTTP 429/5xx, garbage JSON);
-- ``RpcRangeTooLarge`` never escapes ``Chain.get_logs``: the range is split instead;
-- ``RpcError`` for an answer retrying cannot change (bad params, a single block too large).
+- a refused eth_getLogs range never escapes ``Chain.get_logs`` / ``logs_from``: any refusal of
+  more than one block (known wording or not) cuts the range instead, where the node suggests;
+- ``RpcError`` for an answer retrying cannot change (bad params, a single block refused).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
 from . import logs
-from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
+from .errors import (
+    AnswerTooLarge,
+    RpcError,
+    RpcRangeTooLarge,
+    RpcUnavailable,
+    StateUnavailable,
+    mask_url,
+    mask_urls_in,
+)
 from .models import Header, RawLog, Wire
-from .ranges import RangeSizer
-from .rpc import Rpc, StateUnavailable, _result
+from .ranges import RangeSizer, suggested_end
+from .rpc import Rpc, _result
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
 
 log = logs.get("chain")
-_SUGGESTED_RANGE = re.compile(r"\[(0x[0-9a-fA-F]+),\s*(0x[0-9a-fA-F]+)\]")
 
 
 def _hex(n: int) -> str:
@@ -70,7 +77,8 @@ class Chain:
 
     def __init__(self, rpc: Rpc) -> None:
         self.rpc = rpc
-        self.splits = 0  # how many times get_logs had to split a range (adaptive sizing)
+        self.splits = 0  # how many times a range was cut (adaptive sizing)
+        self.max_logs = 50_000  # get_logs' answer limit, in logs' worth of JSON (max_batch_logs)
 
     async def chain_id(self) -> int:
         return int(await self.rpc.request("eth_chainId", []), 16)
@@ -93,47 +101,49 @@ class Chain:
         self, addresses: Sequence[str], topics0: Sequence[str], from_block: int, to_block: int
     ) -> list[Wire]:
         """All logs of ``addresses`` with one of ``topics0`` in [from_block, to_block], in chain
-        order, as the node's JSON dicts (decode.py reads them directly: the hot path). A range
-        the node refuses as too large is split (at the node's suggestion when it
-        gives one, else in half) and the halves fetched; never retried as is."""
+        order, as the node's JSON dicts (decode.py reads them directly: the hot path): the whole
+        range asked at once, and, when the node refuses it, tiled by :meth:`logs_from` with a
+        sizer of its own (the one splitting mechanism)."""
         if not addresses or from_block > to_block:
             return []
-        try:
-            raws = await self.rpc.request("eth_getLogs", _logs_params(addresses, topics0, from_block, to_block))
-        except RpcRangeTooLarge as exc:
-            if from_block == to_block:
-                raise RpcError(f"eth_getLogs for block {from_block} alone is refused as too large: {exc}") from None
-            self.splits += 1
-            mid = _split_point(str(exc), from_block, to_block)
-            log.debug("get_logs_split", from_block=from_block, to_block=to_block, mid=mid)
-            left = await self.get_logs(addresses, topics0, from_block, mid)
-            right = await self.get_logs(addresses, topics0, mid + 1, to_block)
-            return left + right
-        return _clean(raws)
+        sizer = RangeSizer(to_block - from_block + 1, to_block - from_block + 1, self.max_logs)
+        out: list[Wire] = []
+        start = from_block
+        while start <= to_block:
+            ask = to_block if start == from_block else min(to_block, start + sizer.blocks - 1)
+            raws, end = await self.logs_from(addresses, topics0, start, ask, sizer)
+            out += raws
+            start = end + 1
+        return out
 
     async def logs_from(
         self, addresses: Sequence[str], topics0: Sequence[str], from_block: int, to_block: int, sizer: RangeSizer,
     ) -> tuple[list[Wire], int]:
         """Logs of [from_block, end] for the largest ``end <= to_block`` answered in one request
-        within ``sizer.answer_limit`` bytes, and that ``end``: a range the node refuses, or whose
-        answer is too large, is cut (in proportion to the answer's length when the node says it,
-        else where the node suggests, else in half) and asked again; the rest is the caller's
-        next range. A single block is always taken whole (up to the client's memory guard)."""
+        within ``sizer.answer_limit`` bytes, and that ``end``. Any refusal of a range of more than
+        one block, whatever its wording, cuts it: in proportion to the answer's length when our
+        size limit refused it, else where the node's message says it accepts (a range, or a block
+        limit), else in half; the rest is the caller's next range. A single block is taken whole
+        (up to the client's memory guard); its refusal is an RpcError with the node's message."""
         end = to_block
         while True:
             blocks = end - from_block + 1
             try:
                 raws = await self.rpc.request("eth_getLogs", _logs_params(addresses, topics0, from_block, end),
                                               max_body=sizer.answer_limit if blocks > 1 else None)
-            except RpcRangeTooLarge as exc:
+            except StateUnavailable:
+                raise  # the node lacks the blocks (behind, or pruned): not a matter of size
+            except (RpcRangeTooLarge, RpcError) as exc:
                 if blocks == 1:
-                    raise RpcError(f"eth_getLogs for block {from_block} alone is refused as too large: {exc}") from None
+                    raise RpcError(f"eth_getLogs for block {from_block} alone is refused: "
+                                   f"{mask_urls_in(str(exc))}") from None
                 self.splits += 1
                 if isinstance(exc, AnswerTooLarge):
                     fewer = sizer.too_large(blocks, exc.size)
                 else:
                     fewer = sizer.refused(blocks, _split_point(str(exc), from_block, end) - from_block + 1)
-                log.debug("get_logs_cut", from_block=from_block, to_block=end, blocks=fewer, reason=str(exc)[:120])
+                log.debug("get_logs_cut", from_block=from_block, to_block=end, blocks=fewer,
+                          reason=mask_urls_in(str(exc))[:120])
                 end = from_block + fewer - 1
                 continue
             out = _clean(raws)
@@ -178,12 +188,10 @@ def _clean(raws: Any) -> list[Wire]:
 
 
 def _split_point(message: str, from_block: int, to_block: int) -> int:
-    match = _SUGGESTED_RANGE.search(message)
-    if match:
-        suggested_end = int(match.group(2), 16)
-        if from_block <= suggested_end < to_block:
-            return suggested_end
-    return (from_block + to_block) // 2
+    """The last block of the first part of a refused [from_block, to_block]: where the message
+    suggests, else the middle. Always leaves two non-empty parts."""
+    end = suggested_end(message, from_block, to_block)
+    return end if end is not None else (from_block + to_block) // 2
 
 
 async def connect(urls: Sequence[str], name: str, expected_id: int | None = None,

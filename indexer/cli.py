@@ -100,7 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(dispatch(args, settings))
     except IndexerError as exc:
         message = mask_secrets(str(exc), settings.secrets() if settings else [])
-        print(f"indexer: error: {message}", file=sys.stderr)
+        if args.log_json:  # asked for JSON: the last line is an event too
+            logs.get("cli").error("fatal", error=message, exit_code=exc.exit_code)
+        else:
+            print(f"indexer: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

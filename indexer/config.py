@@ -8,19 +8,19 @@ Every problem raises :class:`ConfigError` with one line naming the file and the 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_fields import Fields, parse_duration
 from .errors import ConfigError
 
+__all__ = ["ChainConfig", "CustodyConfig", "DaemonConfig", "FactoryConfig", "Settings", "TokenConfig",
+           "load_settings", "parse_duration", "parse_settings"]
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/xstocks"
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 @dataclass(frozen=True)
@@ -154,77 +154,8 @@ def parse_settings(raw: Mapping[str, Any], env: Mapping[str, str], source: str) 
     )
 
 
-def parse_duration(value: object, where: str) -> float:
-    """'24h', '1d', '30m', '90s', '1.5h' or a number of seconds -> seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ConfigError(f"{where}: {value!r} is not a duration like '24h', '1d' or '90s'")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-class _Parser:
-    """Typed accessors that raise ConfigError naming ``source: key``."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {problem}")
-
-    def keys(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                name = f"{where}.{key}" if where else key
-                return_hint = ", ".join(sorted(allowed))
-                raise self.fail(name, f"unknown key (allowed here: {return_hint})")
-
-    def table(self, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        value = raw.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(key, "must be a table")
-        return value
-
-    def array(self, raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-        value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.fail(key, f"must be an array of tables ([[{key}]])")
-        return value
-
-    def string(self, raw: Mapping[str, Any], key: str, where: str, required: bool = False) -> str | None:
-        value = raw.get(key)
-        if value is None:
-            if required:
-                raise self.fail(f"{where}.{key}", "is required")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(f"{where}.{key}", f"must be a non-empty string, got {value!r}")
-        return value
-
-    def integer(self, raw: Mapping[str, Any], key: str, where: str, default: int, minimum: int = 0) -> int:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(f"{where}.{key}", f"must be an integer >= {minimum}, got {value!r}")
-        return value
-
-    def number(self, raw: Mapping[str, Any], key: str, where: str, default: float) -> float:
-        value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.fail(f"{where}.{key}", f"must be a positive number, got {value!r}")
-        return float(value)
-
-    def address(self, raw: Mapping[str, Any], where: str) -> str:
-        value = self.string(raw, "address", where, required=True)
-        if value is None or not _ADDRESS.fullmatch(value):
-            raise self.fail(f"{where}.address", f"{value!r} is not a 0x-prefixed 20-byte hex address")
-        return value.lower()
-
-    def chain_ref(self, raw: Mapping[str, Any], where: str, names: list[str]) -> str:
-        name = self.string(raw, "chain", where, required=True)
-        if name not in names:
-            raise self.fail(f"{where}.chain", f"no [[chain]] named {name!r} (have: {', '.join(names)})")
-        return str(name)
+class _Parser(Fields):
+    """The config's sections, read with the typed accessors of :class:`Fields`."""
 
     def chain(self, raw: Mapping[str, Any], where: str) -> ChainConfig:
         self.keys(raw, where, {"name", "rpc", "confirmations", "max_reorg_depth", "poll_interval",
@@ -288,11 +219,8 @@ class _Parser:
 
     def daemon(self, raw: Mapping[str, Any]) -> DaemonConfig:
         self.keys(raw, "daemon", {"metrics_host", "metrics_port", "max_lag_seconds"})
-        port = raw.get("metrics_port")
-        if port is not None:
-            port = self.integer(raw, "metrics_port", "daemon", 0, minimum=0)
         return DaemonConfig(
             metrics_host=self.string(raw, "metrics_host", "daemon") or "127.0.0.1",
-            metrics_port=port,
+            metrics_port=self.port(raw, "metrics_port", "daemon"),
             max_lag_seconds=self.number(raw, "max_lag_seconds", "daemon", 120.0),
         )

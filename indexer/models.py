@@ -7,6 +7,7 @@ base units (wei of the token). A multiplier is an int where ``10**18`` means 1.0
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -149,3 +150,13 @@ class MultiplierChange:
 def underlying_of(symbol: str) -> str:
     """TSLAx -> TSLA. A symbol without the trailing x is its own underlying."""
     return symbol[:-1] if symbol.endswith("x") and len(symbol) > 1 else symbol
+
+
+def exact(value: object) -> str:
+    """A database amount (numeric, read as Decimal) as plain digits: 25000000000000000000, never
+    2.5E+19; a fraction keeps its digits without trailing zeros."""
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value():
+            return str(int(value))
+        return format(value.normalize(), "f")
+    return str(value)

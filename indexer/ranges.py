@@ -16,6 +16,8 @@ Pure arithmetic; no I/O.
 
 from __future__ import annotations
 
+import re
+
 DEFAULT_BYTES_PER_LOG = 1_000  # JSON bytes per log until an answer tells: ~640 on anvil
 RELAX_AFTER = 16  # accepted answers before a provider-imposed ceiling is doubled
 
@@ -69,3 +71,47 @@ class RangeSizer:
         self.blocks = self.ceiling = max(1, min(fewer, blocks - 1))
         self._accepted = 0
         return self.blocks
+
+
+# Where a provider's refusal says what it accepts: a range to ask instead ("[0x1, 0x7d0]"), or a
+# block limit ("up to a 2K block range", "limited to a 10,000 range", "max is 1k blocks",
+# "exceed maximum block range: 5000", "a block range of 10000 or less"). Numbers of results
+# ("more than 10000 results") are not block limits and are not read.
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+|\d+)\s*,\s*(0x[0-9a-fA-F]+|\d+)\s*\]")
+_NUMBER = r"(\d[\d,_]*(?:\.\d+)?)\s*([kK])?"
+_BLOCK_LIMITS = [re.compile(p, re.IGNORECASE) for p in (
+    r"(?:up to|limited to|range of|maximum of|max of|max is|max range of|over|greater than|than)\s+"
+    rf"(?:an?\s+)?{_NUMBER}\s*-?\s*blocks?",
+    rf"(?:up to|limited to|range of|max is|max of)\s+(?:an?\s+)?{_NUMBER}\s*(?:-?\s*block)?\s*range",
+    rf"max(?:imum)?\s+(?:allowed\s+)?(?:block\s+)?range(?:\s+(?:is|of))?\s*:?\s*{_NUMBER}",
+    rf"max(?:imum)?\s+(?:is\s+)?{_NUMBER}\s*blocks?",
+    rf"{_NUMBER}\s*blocks?\s+(?:max|maximum|or less|or fewer|at most|limit)",
+    rf"block range (?:limit|of)\s*(?:is\s*)?:?\s*{_NUMBER}",
+    rf"max(?:imum)?\s*(?:block\s*range)?\s*:\s*{_NUMBER}",
+    rf"{_NUMBER}\s*-?\s*block range",
+    rf"ranges? over\s+{_NUMBER}\s*blocks?",
+    rf"than\s+{_NUMBER}\s*(?:blocks?\s*)?max",
+    rf"blocks?\s+is\s+{_NUMBER}",
+)]
+
+
+def _number(digits: str, suffix: str | None) -> int:
+    value = float(digits.replace(",", "").replace("_", ""))
+    return int(value * 1000 if suffix else value)
+
+
+def suggested_end(message: str, from_block: int, to_block: int) -> int | None:
+    """The last block to ask for instead of [from_block, to_block], as the refusal ``message``
+    suggests it (a range, or a block limit), when that makes progress; else None."""
+    match = _SUGGESTED_RANGE.search(message)
+    if match:
+        end = int(match.group(2), 0)
+        if from_block <= end < to_block:
+            return end
+    for pattern in _BLOCK_LIMITS:
+        match = pattern.search(message)
+        if match:
+            limit = _number(match.group(1), match.group(2))
+            if 1 <= limit < to_block - from_block + 1:
+                return from_block + limit - 1
+    return None

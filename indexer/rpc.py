@@ -8,7 +8,7 @@ Failure modes (see errors.py):
 - ``RpcUnavailable`` once the retry budget is spent (network, HTTP 429/5xx, garbage JSON);
 - ``RpcRangeTooLarge`` for an eth_getLogs the node refuses as too large, or an answer over the
   size allowed (``Chain.get_logs`` splits the range; it never escapes it);
-- ``StateUnavailable`` (an ``RpcError``) when the node has no state for the block asked;
+- ``StateUnavailable`` (a Retryable) when the node has no state for the block asked;
 - ``RpcError`` for an answer retrying cannot change (bad params, a revert).
 """
 
@@ -25,7 +25,7 @@ import orjson
 import tenacity
 
 from . import logs
-from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, mask_url
+from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 
 log = logs.get("rpc")
 
@@ -39,10 +39,6 @@ _RANGE_ERRORS = re.compile(
 _RETRYABLE_CODES = {-32005, 429}
 _STATE_MISSING = re.compile(
     r"(?i)(missing trie node|header not found|state .*not available|historical state unavailable|pruned)")
-
-
-class StateUnavailable(RpcError):
-    """The node has no state for that block (not an archive node, or pruned)."""
 
 
 class Rpc:

@@ -27,6 +27,7 @@ async def writer(
                                     # the last-resort guard (a single block, other calls); eth_getLogs
                                     # ranges have their own limit (RangeSizer.answer_limit)
                                     max_body=cfg.max_batch_logs * 10_000)
+    chain.max_logs = cfg.max_batch_logs
     try:
         rows = await store.fetch("SELECT chain_id FROM chains WHERE name = $1", cfg.name)
         if rows and rows[0]["chain_id"] != chain_id:

@@ -8,6 +8,7 @@ from . import reconcile
 from .chain import connect
 from .config import Settings
 from .errors import IndexerError
+from .models import exact
 from .store import Store
 
 
@@ -36,7 +37,7 @@ async def status(settings: Settings) -> str:
         lines += ["", "token        chain      kind         supply  holders  multiplier  block"]
         for t in tokens:
             mult = f"{int(t['multiplier']) / 10**18:.6f}"
-            lines.append(f"{t['symbol']:<10} {t['chain_id']:>7} {t['kind']:>8} {t['total_supply']!s:>16} "
+            lines.append(f"{t['symbol']:<10} {t['chain_id']:>7} {t['kind']:>8} {exact(t['total_supply']):>16} "
                          f"{t['holder_count']:>8} {mult:>11} {t['indexed_block']:>6}")
         lines += ["", await reconcile.backing_report(store)]
         return "\n".join(lines)

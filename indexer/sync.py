@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import decode, logs
 from .chain import Chain
 from .config import ChainConfig, Settings
-from .errors import ChainMoved, ConfigError, ReorgTooDeep
+from .errors import ChainMoved, ConfigError, NodeBehind, ReorgTooDeep
 from .ledger import fold
 from .models import (
     Cursor,
@@ -333,7 +333,10 @@ class ChainSync:
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""
         if cursor.block_number > self.head:
-            return 0, 0  # node behind (a lagging fallback, or a rollback not yet built upon)
+            raise NodeBehind(
+                f"chain {self.cfg.name}: the node's head is block {self.head}, below block {cursor.block_number} "
+                "this database is indexed to: the node is behind the database (a wrong node, a node that lost "
+                "its state, or a reorg deeper than the node holds)")
         if (await self.chain.header(cursor.block_number)).hash == cursor.block_hash:
             return 0, 0
         return await self._rewind_to_ancestor(cursor)

@@ -15,7 +15,7 @@ from . import calls
 from .chain import Chain, connect
 from .config import ChainConfig, Settings
 from .errors import InputError
-from .models import TokenKind
+from .models import TokenKind, exact
 from .store import Store
 
 
@@ -85,17 +85,18 @@ async def _verify_token(node: Chain, store: Store, chain_id: int, t: Record, at:
         + [(address, calls.balance_of(r["holder"])) for r in rows], at)
     chain_supply = calls.as_uint(answers[0])
     if chain_supply != int(supply_db[0]["s"]):
-        report.differences.append(f"{symbol}: totalSupply {chain_supply} on chain, {supply_db[0]['s']} in database")
+        report.differences.append(
+            f"{symbol}: totalSupply {chain_supply} on chain, {exact(supply_db[0]['s'])} in database")
     if current and t["kind"] == TokenKind.XSTOCK.value:
         m = calls.as_multiplier(answers[1])
         if m is not None and m != int(t["multiplier"]):
-            report.differences.append(f"{symbol}: multiplier {m} on chain, {t['multiplier']} in database")
+            report.differences.append(f"{symbol}: multiplier {m} on chain, {exact(t['multiplier'])} in database")
     for row, answer in zip(rows, answers[2:], strict=True):
         report.balances += 1
         on_chain = calls.as_uint(answer)
         if on_chain != int(row["balance"]):
             report.differences.append(
-                f"{symbol} {row['holder']}: balanceOf {on_chain} on chain, {row['balance']} in database")
+                f"{symbol} {row['holder']}: balanceOf {on_chain} on chain, {exact(row['balance'])} in database")
 
 
 def render(reports: list[Report], limit: int = 20) -> str:

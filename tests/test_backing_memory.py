@@ -6,6 +6,8 @@ payload imported again, blocks arriving after the memory was written, and a reor
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,4 +153,47 @@ async def test_memory_follows_a_reorg(desk: Desk) -> None:
         await evaluate(store, desk.settings)
         assert (await compare(desk))["memory"]["stable_until"].timestamp() == t + 160
     finally:
+        await store.close()
+
+
+async def test_memory_waits_for_an_import_in_flight(desk: Desk) -> None:
+    """A reconcile that starts while an import's transaction is open must not write back a memory
+    computed without that import's records: it waits for the import, then sees them."""
+    t = desk.now() + 10
+    desk.mint("TSLAx", 1000, at=t)
+    desk.mine(t + 100)
+    await desk.index()
+    await desk.attest("TSLA", 500, t + 50)  # not enough: nothing covered yet
+    store = await Store.open(desk.database_url)
+    importer = await asyncpg.connect(desk.database_url)
+    reconciler = await asyncpg.connect(desk.database_url)
+    try:
+        await evaluate(store, desk.settings)
+        desk.mine(t + 200)
+        await desk.index()
+        async with importer.transaction():  # what an import does, its commit held back
+            sha = "f" * 64
+            await importer.execute("INSERT INTO custody_imports (payload_sha256, source, format, records) "
+                                   "VALUES ($1, 'test', 'csv', 1)", sha)
+            await importer.execute(
+                """INSERT INTO custody_attestations (underlying, custodian, account, settled_shares, in_transit_shares,
+                                                    as_of, attestor, ripcord, source, payload_sha256)
+                   VALUES ('TSLA', 'Clearstream', 'acc-1', 1000, 0, to_timestamp($1), 'x', false, 'test', $2)""",
+                t + 150, sha)
+            await importer.execute("SELECT custody_absorb($1)", sha)
+            pid = reconciler.get_server_pid()
+            refresh = asyncio.create_task(reconciler.execute("SELECT custody_coverage_refresh()"))
+            deadline = time.monotonic() + 20
+            while not refresh.done() and not await importer.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+                assert time.monotonic() < deadline, "the refresh neither finished nor waited"
+                await asyncio.sleep(0.02)
+        await refresh
+        seen = await compare(desk)
+        assert seen["covered"] is not None and seen["covered"].timestamp() == t + 150
+        await evaluate(store, desk.settings)
+        assert (await compare(desk))["covered"].timestamp() == t + 150
+    finally:
+        await reconciler.close()
+        await importer.close()
         await store.close()

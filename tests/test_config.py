@@ -15,6 +15,7 @@ from indexer.errors import ConfigError
 TOKEN = "0x" + "a1" * 20
 FACTORY = "0x" + "fa" * 20
 SOURCE = "test.toml"
+CHECKSUMMED = "0x9d275685dC284C8eB1C79f6ABA7a63Dc75ec890a"  # AAPLx in its EIP-55 form
 
 DESIGN_EXAMPLE = f"""
 [database]
@@ -51,6 +52,7 @@ def base() -> dict[str, Any]:
         "token": [{"chain": "anvil", "address": TOKEN, "symbol": "TSLAx"}],
         "factory": [{"chain": "anvil", "address": FACTORY}],
         "custody": {"stale_after": "24h", "settlement_window": "1d"},
+        "daemon": {},
     }
 
 
@@ -182,6 +184,10 @@ FAULTS: list[tuple[str, Mutation, list[str]]] = [
     ("chain without a name", lambda raw: raw["chain"][0].pop("name"), ["chain[0].name"]),
     ("chain as a table", top_level("chain", {"name": "anvil"}), ["chain"]),
     ("no chains", top_level("chain", []), ["chain"]),
+    ("metrics port above 65535", set_in("daemon", "metrics_port", 70000, index=None), ["daemon.metrics_port", "70000"]),
+    ("metrics port 0", set_in("daemon", "metrics_port", 0, index=None), ["daemon.metrics_port"]),
+    ("metrics port negative", set_in("daemon", "metrics_port", -1, index=None), ["daemon.metrics_port"]),
+    ("metrics port a string", set_in("daemon", "metrics_port", "9100", index=None), ["daemon.metrics_port"]),
     ("database not postgres", set_in("database", "url", "mysql://x@h/db", index=None), ["database.url"]),
 ]
 
@@ -313,11 +319,19 @@ def test_load_applies_env_overrides(tmp_path: Path) -> None:
 
 def test_addresses_are_lowercased() -> None:
     raw = base()
-    raw["token"][0]["address"] = "0x" + "aBcDeF" * 6 + "AbCd"
+    raw["token"][0]["address"] = CHECKSUMMED
     raw["factory"][0]["address"] = "0x" + "FA" * 20
     settings = parse(raw)
-    assert settings.tokens[0].address == "0x" + "abcdef" * 6 + "abcd"
+    assert settings.tokens[0].address == CHECKSUMMED.lower()
     assert settings.factories[0].address == "0x" + "fa" * 20
+
+
+def test_a_mixed_case_address_with_a_wrong_checksum_is_refused() -> None:
+    raw = base()
+    wrong = CHECKSUMMED[:-1] + CHECKSUMMED[-1].swapcase()  # one letter's case flipped
+    raw["token"][0]["address"] = wrong
+    message = fails(raw)
+    assert "token[0].address" in message and "EIP-55 checksum" in message and wrong in message
 
 
 @pytest.mark.parametrize(

@@ -323,7 +323,7 @@ def assert_stops(logs: list[RawLog], at: RawLog, kinds: dict[str, TokenKind] = K
     message = str(info.value)
     assert (f"token {at.address} block {at.block_number} tx {at.tx_hash} log index {at.log_index}:"
             in message), message
-    assert UnindexableLog.exit_code == 4
+    assert UnindexableLog.exit_code == 5
     return message
 
 

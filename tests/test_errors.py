@@ -29,6 +29,16 @@ INFURA_KEY = "9aa3d95b3bc440fa88ea12eaa4456161"
         ("https://rpc.example.com/?token=SECRET123", "SECRET123", ["rpc.example.com"]),
         ("postgresql://u@h/db?password=SECRET123&sslmode=require", "SECRET123", ["sslmode=require"]),
         ("https://user:SECRET123@rpc.example.com", "SECRET123", ["rpc.example.com"]),
+        # keys shorter than 20 characters, in a path or a query of any name
+        ("https://eth-mainnet.g.alchemy.com/v2/k3y8chars", "k3y8chars", ["/v2/"]),
+        ("https://rpc.ankr.com/eth/abc123", "abc123", ["rpc.ankr.com/eth/"]),
+        ("https://nd-123-456-789.p2pify.com/0a1b2c3d", "0a1b2c3d", ["nd-123-456-789.p2pify.com"]),
+        ("https://black-frosty-sun.quiknode.pro/shortTok/", "shortTok", ["quiknode.pro/"]),
+        ("https://eth-mainnet.blastapi.io/a1b2-c3d4", "a1b2-c3d4", ["eth-mainnet.blastapi.io"]),
+        ("https://lb.drpc.org/ogrpc?network=ethereum&dkey=Zq9x", "Zq9x", ["network=ethereum", "dkey="]),
+        ("https://rpc.example.com/?x-api=Zq9x", "Zq9x", ["x-api="]),
+        ("https://rpc.example.com/rpc#frag-secret", "frag-secret", ["/rpc"]),
+        ("https://u:pw@rpc.example.com/rpc", ":pw@", ["u:***@rpc.example.com/rpc"]),
     ],
 )
 def test_mask_url_hides_secrets(url: str, secret: str, kept: list[str]) -> None:
@@ -80,6 +90,7 @@ def test_mask_secrets_without_secrets_changes_nothing() -> None:
         (errors.LockHeld, 2),
         (errors.ServiceUnreachable, 2),
         (errors.ReorgTooDeep, 3),
+        (errors.UnindexableLog, 5),
     ],
 )
 def test_exit_codes(cls: type[errors.IndexerError], code: int) -> None:
@@ -89,7 +100,8 @@ def test_exit_codes(cls: type[errors.IndexerError], code: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "cls", [errors.RpcUnavailable, errors.RpcRangeTooLarge, errors.DatabaseUnavailable, errors.ChainMoved]
+    "cls", [errors.RpcUnavailable, errors.RpcRangeTooLarge, errors.DatabaseUnavailable, errors.ChainMoved,
+            errors.StateUnavailable, errors.NodeBehind]
 )
 def test_retryable_branch(cls: type[errors.IndexerError]) -> None:
     assert issubclass(cls, errors.Retryable)

@@ -340,6 +340,8 @@ def progress(t: Truth, rows: Rows) -> None:
         chain = t.s.chain(r["chain_id"])
         assert (r["indexed_block"], r["indexed_block_time"], r["tokens"]) == (
             t.heads[r["chain_id"]], at(chain.time(t.heads[r["chain_id"]])), len(t.symbols()))
+        # the backfill records the head it saw: indexed to it, nothing left
+        assert (r["head_block"], r["lag_blocks"]) == (t.heads[r["chain_id"]], 0)
 
 
 CHECKS: dict[str, Callable[[Truth, Rows], None]] = {

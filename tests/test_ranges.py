@@ -12,7 +12,7 @@ from indexer.chain import Chain, Rpc
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
 from indexer.devnet.deploy import World
 from indexer.devnet.simulate import Simulator
-from indexer.ranges import RELAX_AFTER, RangeSizer
+from indexer.ranges import RELAX_AFTER, RangeSizer, suggested_end
 from tests.rpcproxy import RpcProxy
 
 
@@ -146,3 +146,20 @@ async def test_a_provider_range_limit_becomes_the_ceiling(busy_world: World) -> 
     # one refusal teaches the limit; the ceiling is retried only after a run of answers
     assert 1 <= refused <= 1 + len(ranges) // RELAX_AFTER + 1
     assert len({_key(r) for r in logs}) == len(logs) > 300
+
+
+@pytest.mark.parametrize(("message", "end"), [
+    ("this block range should work: [0x64, 0xc7]", 0xC7),
+    ("Try with this block range [100, 150].", 150),
+    ("You can make eth_getLogs requests with up to a 2K block range", 100 + 2000 - 1),
+    ("eth_getLogs is limited to a 10,000 range", 100 + 10_000 - 1),
+    ("exceed maximum block range: 5000", 100 + 5000 - 1),
+    ("eth_getLogs range is too large, max is 1k blocks", 100 + 1000 - 1),
+    ("Please use a block range of 500 or less", 100 + 500 - 1),
+    ("block range greater than 1000 max", 100 + 1000 - 1),
+    ("query returned more than 10000 results", None),  # a count of results, not of blocks
+    ("block range is too wide", None),
+    ("limited to a 100000 range", None),  # not fewer blocks than asked
+])
+def test_suggested_end_reads_what_the_provider_accepts(message: str, end: int | None) -> None:
+    assert suggested_end(message, 100, 50_000) == end

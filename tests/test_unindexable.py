@@ -1,5 +1,5 @@
 """Nothing is skipped in silence: a followed token's log the indexer cannot account for stops the
-batch (exit 4) with one line naming the transaction and log index, for backfill and daemon.
+batch (exit 5) with one line naming the transaction and log index, for backfill and daemon.
 
 The odd logs are made on anvil by swapping a followed token's code for a few bytes that emit
 one raw log (`anvil_setCode`), sending it a transaction, and putting the real code back.
@@ -63,7 +63,7 @@ def test_backfill_stops_naming_the_log(case: str, world: World, database_url: st
     config = tmp_path / "indexer.toml"
     config.write_text(config_text(world, database_url, {}, 1_000_000))
     done = cli("backfill", config=config)
-    assert done.returncode == 4, done.stdout + done.stderr
+    assert done.returncode == 5, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("indexer: error:")]
     assert len(errors) == 1, done.stderr
@@ -85,7 +85,7 @@ def test_daemon_stops_naming_the_log(world: World, database_url: str, tmp_path: 
     finally:
         if daemon.alive:
             daemon.kill()
-    assert code == 4, log.read_text()[-2000:]
+    assert code == 5, log.read_text()[-2000:]
     assert f"block {block} tx {tx_hash} log index {index}" in log.read_text()
     at = run_sync(cursor(database_url))
     assert at is None or at[0] < block
