@@ -15,6 +15,7 @@
         +-- SchemaMismatch       the database schema is not this code's version          (exit 2)
         +-- ServiceUnreachable   the RPC or database cannot be reached at start-up       (exit 2)
         +-- ReorgTooDeep         a reorg deeper than max_reorg_depth; nothing changed   (exit 3)
+        +-- UnindexableLog       a followed log that cannot be accounted for; batch stopped (exit 5)
         +-- RpcError             the node answered with an error that is not transient
 
 A Retryable that escapes the I/O edges inside a sync step is retried by the step's caller with
@@ -109,6 +110,14 @@ class ServiceUnreachable(Fatal):
 
 class ReorgTooDeep(Fatal):
     exit_code = 3
+
+
+class UnindexableLog(Fatal):
+    """A log of a followed token or factory that does not decode as its event, or an xStock
+    move whose Transfer and TransferShares do not pair: the batch stops before anything of it is
+    stored, naming the token, block, transaction and log index."""
+
+    exit_code = 5
 
 
 class RpcError(Fatal):

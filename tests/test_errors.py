@@ -90,6 +90,7 @@ def test_mask_secrets_without_secrets_changes_nothing() -> None:
         (errors.LockHeld, 2),
         (errors.ServiceUnreachable, 2),
         (errors.ReorgTooDeep, 3),
+        (errors.UnindexableLog, 5),
     ],
 )
 def test_exit_codes(cls: type[errors.IndexerError], code: int) -> None:
