@@ -79,7 +79,7 @@ def generate(env: Environment, opts: Options) -> tuple[World, Simulator, dict[st
     node.mine(opts.gap)
     last = node.block_number()
     return world, sim, {"transfers": transfers, "real_blocks": last + 1, "deploy_block": world.deploy_block,
-                        "blocks": (last + 1) * opts.stretch, "stretch": opts.stretch,
+                        "blocks": last * opts.stretch + 1, "stretch": opts.stretch,
                         "generate_s": round(time.perf_counter() - started, 1)}
 
 
