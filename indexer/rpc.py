@@ -227,7 +227,8 @@ class Rpc:
         if isinstance(decoded, dict) and _is_transient(decoded.get("error")):
             self._count("rpc_transient")
             message = f"{shown}: {decoded['error'].get('message')}"
-            raise RateLimited(message) if _RATE_LIMIT.search(message) else RpcUnavailable(message)
+            limited = decoded["error"].get("code") == 429 or _RATE_LIMIT.search(message)
+            raise RateLimited(message) if limited else RpcUnavailable(message)
         if status >= 400 and not isinstance(decoded, dict | list):
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         return decoded
