@@ -53,7 +53,7 @@ class Options:
     bursts: int = 10
     burst_transfers: int = 6000
     gap: int = 100  # real empty blocks between bursts
-    stretch: int = 250
+    stretch: int = 200  # 10 real blocks of a burst (12k logs) in one 2K range: the log cap is met too
     rtt: float = 0.05
     rate: float = 25.0
     max_range: int = 2000

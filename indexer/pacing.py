@@ -4,12 +4,15 @@ A hosted provider tells how much it accepts only by refusing: HTTP 429 (or a rat
 in the JSON) and timeouts. ``Pacer`` keeps a window, in request cost (a batch of n calls costs
 n, as providers count it), that may be in flight at once:
 
-- every clean answer grows it by cost / window (about one per window's worth of answers);
+- every clean answer grows it by cost / window (about one per window's worth of answers;
+  below one request, by at most its own size);
 - a refusal or a timeout halves it, once per window: answers to requests sent before the last
   cut say nothing new about the current window and do not cut again;
 - after a refusal nothing is sent for a pause (the provider's Retry-After when it gives one, else
   ``pause``, doubled while refusals go on, up to ``max_pause``), reset by a clean answer;
-- a request costing more than the window is sent alone.
+- a request costing more than the window is sent alone; once the node has refused anything,
+  what follows it waits too, in proportion (a window of 0.5 sends a request of cost 1 every
+  other round trip), so the window can go below one request and still mean a rate.
 
 A node without limits (a local one) never refuses, so the window only grows and pacing costs
 nothing. Pure asyncio, no I/O; the caller reports each outcome with ``release``.
@@ -31,7 +34,7 @@ class Ticket:
 
 
 class Pacer:
-    def __init__(self, window: float = 16.0, floor: float = 1.0, ceiling: float = 1024.0, pause: float = 0.1,
+    def __init__(self, window: float = 16.0, floor: float = 0.1, ceiling: float = 1024.0, pause: float = 0.1,
                  max_pause: float = 10.0) -> None:
         self.window = window
         self.floor = floor
@@ -74,8 +77,12 @@ class Pacer:
         """The answer to ``ticket``'s request came back (``outcome``); adapt and wake waiters."""
         now = asyncio.get_running_loop().time()
         self.inflight -= ticket.cost
+        if ticket.cost > self.window and self.cut_at > float("-inf"):
+            spaced = (now - ticket.sent) * (ticket.cost / self.window - 1)
+            self.resume_at = max(self.resume_at, now + min(spaced, self.max_pause))
         if outcome == "clean":
-            self.window = min(self.ceiling, self.window + ticket.cost / self.window)
+            # +cost/window: about one per window's worth of answers; below one request, at most doubling
+            self.window = min(self.ceiling, self.window + min(ticket.cost, self.window) / max(self.window, 1.0))
             self.pause = self.base_pause
         elif outcome in ("throttled", "timeout"):
             if ticket.sent >= self.cut_at:  # the first news about the current window

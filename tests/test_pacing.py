@@ -56,7 +56,7 @@ async def test_retry_after_sets_the_pause_and_timeouts_cut_without_pausing() -> 
 
 
 async def test_the_floor_holds_and_a_request_over_the_window_goes_alone() -> None:
-    pacer = Pacer(window=2.0, floor=1.0, pause=0.0)
+    pacer = Pacer(window=2.0, floor=1.0, pause=0.0)  # floor 1: no spacing below (see the next test)
     for _ in range(5):
         await pacer.release(await pacer.acquire(1), "throttled")
     assert pacer.window == 1.0
@@ -68,6 +68,21 @@ async def test_the_floor_holds_and_a_request_over_the_window_goes_alone() -> Non
     small = await asyncio.wait_for(waiting, 1.0)
     assert pacer.inflight == 1
     await pacer.release(small, "clean")
+
+
+async def test_below_one_request_the_window_spaces_requests_once_the_node_refused() -> None:
+    pacer = Pacer(window=0.5, pause=0.0)
+    loop = asyncio.get_running_loop()
+    ticket = await pacer.acquire(1)
+    await pacer.release(ticket, "clean")
+    assert pacer.resume_at <= loop.time()  # never refused: a local node is not spaced
+    await pacer.release(await pacer.acquire(1), "throttled")
+    assert pacer.window == 0.5  # 0.5, grown to 1 by the clean answer, halved
+    ticket = await pacer.acquire(1)
+    await asyncio.sleep(0.02)  # the request's round trip
+    await pacer.release(ticket, "clean")
+    assert pacer.resume_at - loop.time() > 0.015  # about one round trip: a window of half a request
+    assert pacer.window == 1.0  # growing by at most its own size
 
 
 async def test_requests_wait_for_room_in_the_window() -> None:
