@@ -50,10 +50,10 @@ TARGET = 0.6
 @dataclasses.dataclass(frozen=True)
 class Options:
     holders: int = 200
-    bursts: int = 10
-    burst_transfers: int = 6000
-    gap: int = 100  # real empty blocks between bursts
-    stretch: int = 200  # 10 real blocks of a burst (12k logs) in one 2K range: the log cap is met too
+    bursts: int = 6
+    burst_transfers: int = 12_000  # 20 blocks of ~1,080 logs: 2K-block ranges inside one meet the 10K log cap
+    gap: int = 150  # real empty blocks between bursts
+    stretch: int = 200
     rtt: float = 0.05
     rate: float = 25.0
     max_range: int = 2000
@@ -178,6 +178,7 @@ def _backfill(done: runner.Finished, provider: Provider, best: dict[str, Any]) -
             "logs_per_s": round(logs / done.seconds), "ratio": round(logs / done.seconds / best["logs_per_s"], 3),
             "target": TARGET, "calls": calls, "calls_total": sum(calls.values()),
             "http_requests": provider.stats["http_requests"], "http_429": provider.stats["http_429"],
+            "calls_refused_429": provider.stats["refused_calls_429"],
             "refused_range": provider.stats["refused_range"], "refused_logs": provider.stats["refused_logs"],
             "retries_logged": retries, "cpu_s": round(done.cpu_s, 2)}
 

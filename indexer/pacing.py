@@ -4,8 +4,9 @@ A hosted provider tells how much it accepts only by refusing: HTTP 429 (or a rat
 in the JSON) and timeouts. ``Pacer`` keeps a window, in request cost (a batch of n calls costs
 n, as providers count it), that may be in flight at once:
 
-- every clean answer grows it by cost / window (about one per window's worth of answers;
-  below one request, by at most its own size);
+- every clean answer grows it by ``step`` * cost / window (a quarter of a request per window's
+  worth of answers: a provider's rate bucket holds about a second, so a slow climb back after a
+  cut loses nothing, while a fast one would meet the limit again at once);
 - a refusal or a timeout halves it, once per window: answers to requests sent before the last
   cut say nothing new about the current window and do not cut again;
 - after a refusal nothing is sent for a pause (the provider's Retry-After when it gives one, else
@@ -35,8 +36,9 @@ class Ticket:
 
 class Pacer:
     def __init__(self, window: float = 16.0, floor: float = 0.1, ceiling: float = 1024.0, pause: float = 0.1,
-                 max_pause: float = 10.0) -> None:
+                 max_pause: float = 10.0, step: float = 0.25) -> None:
         self.window = window
+        self.step = step
         self.floor = floor
         self.ceiling = ceiling
         self.base_pause = pause
@@ -81,8 +83,8 @@ class Pacer:
             spaced = (now - ticket.sent) * (ticket.cost / self.window - 1)
             self.resume_at = max(self.resume_at, now + min(spaced, self.max_pause))
         if outcome == "clean":
-            # +cost/window: about one per window's worth of answers; below one request, at most doubling
-            self.window = min(self.ceiling, self.window + min(ticket.cost, self.window) / max(self.window, 1.0))
+            grow = self.step * min(ticket.cost, self.window) / max(self.window, 1.0)
+            self.window = min(self.ceiling, self.window + grow)
             self.pause = self.base_pause
         elif outcome in ("throttled", "timeout"):
             if ticket.sent >= self.cut_at:  # the first news about the current window

@@ -11,10 +11,14 @@ from indexer.pacing import Pacer, retry_after
 
 
 async def test_clean_answers_grow_the_window_by_about_one_per_window() -> None:
-    pacer = Pacer(window=4.0)
+    pacer = Pacer(window=4.0, step=1.0)
     for _ in range(4):
         await pacer.release(await pacer.acquire(1), "clean")
     assert 4.9 < pacer.window < 5.0
+    slow = Pacer(window=4.0)  # the default step: a quarter of that
+    for _ in range(4):
+        await slow.release(await slow.acquire(1), "clean")
+    assert 4.2 < slow.window < 4.3
     assert pacer.inflight == 0
 
 
@@ -71,7 +75,7 @@ async def test_the_floor_holds_and_a_request_over_the_window_goes_alone() -> Non
 
 
 async def test_below_one_request_the_window_spaces_requests_once_the_node_refused() -> None:
-    pacer = Pacer(window=0.5, pause=0.0)
+    pacer = Pacer(window=0.5, pause=0.0, step=1.0)
     loop = asyncio.get_running_loop()
     ticket = await pacer.acquire(1)
     await pacer.release(ticket, "clean")
