@@ -178,8 +178,7 @@ class ChainSync:
         base = cursor.block_number if cursor else self.first_block - 1
         if base != start - 1:
             raise ChainMoved(f"prefetched range {start}-{end} does not follow the cursor at {base}")
-        first = fetched.headers.get(start)  # None below reorg reach (see _headers)
-        if cursor is not None and first is not None and first.parent_hash != cursor.block_hash:
+        if cursor is not None and fetched.headers[start].parent_hash != cursor.block_hash:
             depth, removed = await self._rewind_to_ancestor(cursor)
             return StepResult(start, end, reorg_depth=depth, removed=removed)
         active, factories = self._active(base, end)
@@ -238,13 +237,10 @@ class ChainSync:
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
     async def _headers(self, start: int, end: int) -> dict[int, Header]:
-        """Headers of the range's end (the cursor's hash), of its start when the cursor's block
-        is within reorg reach of the head (apply checks its parent), and of every block within
-        reach, checked to link up; a gap in that chain means the node moved while we read.
-        Deeper, a start header would only detect a reorg past max_reorg_depth: not asked."""
+        """Headers of the range's ends and of every block within reorg reach of the head,
+        checked to link up; a gap in that chain means the node moved while we read."""
         unsafe_from = max(start, self.head - self.cfg.max_reorg_depth + 1)
-        first = start if start - 1 > self.head - self.cfg.max_reorg_depth else end
-        numbers = sorted({first, end, *range(unsafe_from, end + 1)})
+        numbers = sorted({start, end, *range(unsafe_from, end + 1)})
         headers = {h.number: h for h in await self.chain.headers(numbers)}
         for n in numbers:
             if n - 1 in headers and headers[n].parent_hash != headers[n - 1].hash:
