@@ -5,6 +5,11 @@ if sys.argv[1:2] == ["custody"]:  # `python -m bench custody ...`: the custody b
 
     raise SystemExit(custody_main(sys.argv[2:]))
 
+if sys.argv[1:2] == ["remote"]:  # `python -m bench remote ...`: through a remote-like provider
+    from .remote import main as remote_main
+
+    raise SystemExit(remote_main(sys.argv[2:]))
+
 from .cli import main
 
 raise SystemExit(main())

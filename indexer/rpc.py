@@ -2,7 +2,10 @@
 
 ``Rpc`` sends single and batched requests to a list of endpoints (first is primary, the rest
 fallbacks), retrying transient failures with exponential backoff and jitter (tenacity) and moving
-to the next endpoint after each failure, and classifies what comes back.
+to the next endpoint after each failure, and classifies what comes back. What is in flight is
+paced by pacing.Pacer: a rate-limit refusal (HTTP 429) shrinks it and is sent again after a
+pause, without spending the retry budget (for up to ``throttle_budget`` seconds of refusals in a
+row); a timeout shrinks it too.
 
 Failure modes (see errors.py):
 - ``RpcUnavailable`` once the retry budget is spent (network, HTTP 429/5xx, garbage JSON);
@@ -26,6 +29,7 @@ import tenacity
 
 from . import logs
 from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
+from .pacing import Outcome, Pacer, retry_after
 
 log = logs.get("rpc")
 
@@ -37,8 +41,22 @@ _RANGE_ERRORS = re.compile(
     r"returned more than|range should work|query exceeds|limited to a [\d,]+ (block )?range)"
 )
 _RETRYABLE_CODES = {-32005, 429}
+_RATE_LIMIT = re.compile(r"(?i)(rate limit|too many requests|per second capacity|throughput)")
 _STATE_MISSING = re.compile(
     r"(?i)(missing trie node|header not found|state .*not available|historical state unavailable|pruned)")
+
+
+class RateLimited(RpcUnavailable):
+    """The node refused the request for its rate (HTTP 429, or a rate-limit error in the JSON);
+    ``retry_after`` is its Retry-After in seconds when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RpcTimedOut(RpcUnavailable):
+    """No answer within the request timeout."""
 
 
 class Rpc:
@@ -58,6 +76,7 @@ class Rpc:
         max_wait: float = 10.0,
         on_error: Callable[[str], None] | None = None,
         max_body: int = 256 * 1024 * 1024,
+        throttle_budget: float = 600.0,
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is required")
@@ -73,6 +92,8 @@ class Rpc:
         self._ids = itertools.count(1)
         self.last_ok = 0.0  # monotonic time of the last usable answer
         self.last_error: str | None = None  # why the last attempt failed, cleared on success
+        self.pacer = Pacer()
+        self.throttle_budget = throttle_budget  # seconds of 429s in a row before one counts as a failure
 
     @property
     def url(self) -> str:
@@ -110,7 +131,7 @@ class Rpc:
             {"jsonrpc": "2.0", "id": start + i, "method": m, "params": list(p)}
             for i, (m, p) in enumerate(calls)
         ]
-        body = await self._with_retries(orjson.dumps(payload), calls[0][0])
+        body = await self._with_retries(orjson.dumps(payload), calls[0][0], cost=len(calls))
         if not isinstance(body, list) or len(body) != len(calls):
             if isinstance(body, dict) and "error" in body:
                 return [body] * len(calls)
@@ -121,7 +142,7 @@ class Rpc:
         except KeyError:
             raise RpcUnavailable(f"{mask_url(self.url)}: batch answer is missing ids") from None
 
-    async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None) -> Any:
+    async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None, cost: int = 1) -> Any:
         stop = tenacity.stop_never if self._attempts is None else tenacity.stop_after_attempt(self._attempts)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RpcUnavailable),
@@ -133,7 +154,7 @@ class Rpc:
             with attempt:
                 url = self.url
                 try:
-                    answer = await self._post(url, payload, max_body or self.max_body)
+                    answer = await self._paced(url, payload, max_body or self.max_body, cost)
                     self.last_ok, self.last_error = time.monotonic(), None
                     return answer
                 except RpcUnavailable as exc:
@@ -145,17 +166,45 @@ class Rpc:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _paced(self, url: str, payload: bytes, max_body: int, cost: int) -> Any:
+        """``_post`` within the pacer's window; refused for rate, sent again after its pause."""
+        first_refusal: float | None = None
+        while True:
+            ticket = await self.pacer.acquire(cost)
+            outcome: Outcome = "other"
+            wait = None
+            try:
+                answer = await self._post(url, payload, max_body)
+                outcome = "clean"
+                return answer
+            except RateLimited as exc:
+                outcome, wait = "throttled", exc.retry_after
+                now = time.monotonic()
+                first_refusal = first_refusal or now
+                if now - first_refusal > self.throttle_budget:
+                    raise
+                log.debug("rpc_throttled", url=mask_url(url), window=self.pacer.window)
+            except RpcTimedOut:
+                outcome = "timeout"
+                raise
+            finally:
+                await self.pacer.release(ticket, outcome, wait)
+
     async def _post(self, url: str, payload: bytes, max_body: int) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         shown = mask_url(url)
         try:
             async with self._session.post(url, data=payload, headers={"Content-Type": "application/json"}) as resp:
-                body = await self._read(resp, max_body)
                 status = resp.status
+                if status == 429:
+                    self._count("http_429")
+                    await resp.read()
+                    raise RateLimited(f"{shown}: HTTP 429", retry_after(resp.headers.get("Retry-After")))
+                body = await self._read(resp, max_body)
         except TimeoutError:
             self._count("timeout")
-            raise RpcUnavailable(f"{shown}: timed out") from None
+            raise RpcTimedOut(f"{shown}: timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
             self._count("connection")
             raise RpcUnavailable(f"{shown}: {type(exc).__name__}: {_short(str(exc), url)}") from None
@@ -173,7 +222,9 @@ class Rpc:
             self._count("rpc_error")
         if isinstance(decoded, dict) and _is_transient(decoded.get("error")):
             self._count("rpc_transient")
-            raise RpcUnavailable(f"{shown}: {decoded['error'].get('message')}")
+            message = f"{shown}: {decoded['error'].get('message')}"
+            limited = decoded["error"].get("code") == 429 or _RATE_LIMIT.search(message)
+            raise RateLimited(message) if limited else RpcUnavailable(message)
         if status >= 400 and not isinstance(decoded, dict | list):
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         return decoded

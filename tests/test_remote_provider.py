@@ -1,0 +1,35 @@
+"""The backfill through a remote-like provider (bench/provider.py in front of the real anvil):
+a round trip, a low rate limit answered with HTTP 429, Alchemy's eth_getLogs caps and a
+stretched, mostly empty history. It must back off rather than fail, and end exact."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bench.provider import Provider
+from indexer.devnet.deploy import World
+from indexer.devnet.simulate import Simulator
+from tests.chaincheck import compare
+from tests.conftest import cli
+
+STRETCH = 5
+
+
+async def test_backfill_through_a_rate_limited_provider_is_exact(world: World, tmp_path: Path,
+                                                                 database_url: str) -> None:
+    sim = Simulator(world, seed=15, n_holders=10)
+    sim.run(blocks=12, moves_per_block=8)
+    with Provider(world.rpc_url, rtt=0.02, rate=15.0, max_range=300, max_logs=100, stretch=STRETCH) as provider:
+        seen = dataclasses.replace(world, rpc_url=provider.url, deploy_block=world.deploy_block * STRETCH)
+        config = seen.write_toml(tmp_path / "indexer.toml", database_url)
+        done = cli("backfill", config=config, timeout=120.0)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert provider.stats["http_429"] > 0  # refused for its rate, and survived
+        assert provider.stats["refused_range"] > 0 and provider.stats["refused_logs"] > 0
+        assert "rpc_retry" not in done.stderr  # a 429 is paced, not a failed attempt
+        calls = provider.calls()
+        assert calls["eth_getLogs"] > 0
+        provider.set_rate(None)
+        touched = {world.all_tokens[s]: addrs for s, addrs in sim.summary.touched.items()}
+        assert await compare(database_url, provider.url, touched) == []
