@@ -82,17 +82,17 @@ async def multipliers_at(chain: Chain, xstocks: list[str], block: int) -> list[b
 
 async def multipliers(
     chain: Chain, active: dict[str, TokenState], base: int, end: int,
-    events: list[TokenEvent], headers: dict[int, Header], known: Mapping[str, bytes | None] | None = None,
+    events: list[TokenEvent], headers: dict[int, Header], known: Mapping[str, int | None] | None = None,
 ) -> tuple[list[MultiplierChange], dict[str, int]]:
-    """Multiplier in force at ``end`` for every xStock, and every change inside the range,
-    found where it took effect (silent activations included)."""
+    """Multiplier in force at ``end`` for every xStock, and every change inside the range, by
+    bisecting getCurrentMultiplier between the event values: the fallback of follow.py for a
+    token whose state views it cannot model (``known``: values at ``end`` already read)."""
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
     if not xstocks:
         return [], {}
-    read = dict(known or {})
+    read = {a: v for a, v in (known or {}).items() if v is not None}
     asked = [a for a in xstocks if a not in read]
-    read.update(zip(asked, await multipliers_at(chain, asked, end), strict=True))
-    answers = [read[a] for a in xstocks]
+    read.update(zip(asked, [calls.as_multiplier(x) for x in await multipliers_at(chain, asked, end)], strict=True))
     from_events = event_samples(events)
     changes: list[MultiplierChange] = []
     at_end: dict[str, int] = {}
@@ -102,12 +102,12 @@ async def multipliers(
             headers[n] = await chain.header(n)
         return headers[n].timestamp
 
-    for address, answer in zip(xstocks, answers, strict=True):
+    for address in xstocks:
         state = active[address]
         lo = max(base, state.synced_block)
         seen = from_events.get(address, {})
         samples = [(lo, state.multiplier), *sorted((b, v) for b, v in seen.items() if lo < b < end)]
-        value = calls.as_multiplier(answer)
+        value = read.get(address)
         if value is None:
             value = seen.get(end, samples[-1][1])
         samples.append((end, value))
