@@ -33,6 +33,7 @@ const ARTIFACTS = [
   ['XStockFactory', 'src/XStockFactory.sol'],
   ['SanctionsList', 'src/SanctionsList.sol'],
   ['PlainToken', 'src/PlainToken.sol'],
+  ['LegacyToken', 'src/LegacyToken.sol'],
   ['MoveBatch', 'src/MoveBatch.sol'],
   ['TransparentUpgradeableProxy', OZ_PROXY],
   ['ProxyAdmin', OZ_ADMIN],

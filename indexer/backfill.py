@@ -27,11 +27,17 @@ async def backfill(
     settings: Settings, chain: str | None = None, from_block: int | None = None, to_block: int | None = None,
 ) -> list[dict[str, Any]]:
     """Index every selected chain up to ``to_block`` (default: its safe head). Returns one
-    summary per chain."""
+    summary per chain. Bounds that would skip history or lie outside the chain raise
+    InputError (exit 2) before anything is written (see :func:`check_from_block`)."""
+    if from_block is not None and to_block is not None and from_block > to_block:
+        raise InputError(f"--from-block {from_block} is above --to-block {to_block}: nothing to index")
     chains = [settings.chain(chain)] if chain else list(settings.chains)
     store = await Store.open(settings.database_url, role="backfill")
     try:
         await store.migrate()
+        if from_block is not None:
+            for cfg in chains:
+                await check_from_block(settings, cfg, store, from_block)
         deferred = await store.defer_indexes()
         try:
             return list(await asyncio.gather(*(
@@ -43,6 +49,31 @@ async def backfill(
                 log.info("indexes_built", seconds=round(time.perf_counter() - started, 3))
     finally:
         await store.close()
+
+
+async def check_from_block(settings: Settings, cfg: ChainConfig, store: Store, from_block: int) -> None:
+    """``--from-block`` may only skip what nothing needs. Exact balances and supply need every
+    move from a token's start, and tokens announced by a factory are found only by reading its
+    NewToken events from the factory's start_block: so on a chain with nothing indexed yet,
+    ``--from-block`` above the lowest configured start_block is refused, as is a token of the
+    config not indexed yet whose start_block lies below it (its history would begin late)."""
+    indexed = await store.fetch(
+        "SELECT c.block_number FROM cursors c JOIN chains USING (chain_id) WHERE chains.name = $1", cfg.name)
+    known = {r["token"] for r in await store.fetch(
+        "SELECT t.token FROM tokens t JOIN chains USING (chain_id) WHERE chains.name = $1", cfg.name)}
+    starts = [(f"factory {f.address}", f.start_block) for f in settings.factories if f.chain == cfg.name]
+    starts += [(f"token {t.address}", t.start_block) for t in settings.tokens
+               if t.chain == cfg.name and t.address not in known]
+    if indexed:
+        starts = [(what, start) for what, start in starts if what.startswith("token ")]
+    skipped = [(what, start) for what, start in starts if start < from_block]
+    if not skipped:
+        return
+    what, start = min(skipped, key=lambda item: item[1])
+    state = "has nothing indexed yet (empty database)" if not indexed else "does not index it yet"
+    raise InputError(f"--from-block {from_block}: chain {cfg.name} {state} and {what} starts at block "
+                     f"{start}; starting later would skip its history (and a factory's NewToken events). "
+                     f"Run backfill without --from-block, or raise start_block in the config")
 
 
 async def catch_up(sync: ChainSync, target: int, on_step: Callable[[StepResult], None],
@@ -139,6 +170,8 @@ async def _backfill_chain(
             raise InputError(f"chain {cfg.name} is indexed up to block {cursor.block_number}; "
                              f"--from-block {from_block} would leave a gap")
         safe = await sync.target()
+        if to_block is not None and to_block > sync.head:
+            raise InputError(f"--to-block {to_block} is past the chain head {sync.head} of chain {cfg.name}")
         target = safe if to_block is None else min(to_block, safe)
         if to_block is not None and to_block > safe:
             log.warning("target_capped", **structlog_ctx, requested=to_block, safe_head=safe)

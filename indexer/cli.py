@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="migrate, catch up, then follow the head until SIGTERM/SIGINT")
     p = sub.add_parser("verify", help="compare the database with the chain at the indexed block")
     p.add_argument("--chain", metavar="NAME")
-    p.add_argument("--block", type=_block, metavar="B")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--block", type=_block, metavar="B")
+    when.add_argument("--history", action="store_true",
+                      help="audit past blocks: each multiplier change and its neighbours, plus --sample N per token")
+    p.add_argument("--sample", type=_block, default=10, metavar="N", help="random blocks per token (default 10)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the random blocks (default: drawn and printed)")
     p = sub.add_parser("custody", help="load custody records: import a file, or pull the issuer API")
     custody = p.add_subparsers(dest="custody_command", metavar="ACTION")
     custody.required = True
@@ -119,6 +124,13 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"chain {summary['chain']}: indexed to block {summary['to_block']}: {summary['logs']} logs, "
                   f"{summary['transfers']} transfers in {summary['seconds']} s ({summary['logs_per_s']} logs/s)")
         return 0
+    if args.command == "verify" and args.history:
+        from .history import render as render_history
+        from .history import verify_history
+
+        audits = await verify_history(settings, args.chain, args.sample, args.seed)
+        print(render_history(audits))
+        return 0 if all(r.ok for r in audits) else 1
     if args.command == "verify":
         from .verify import render, verify
 

@@ -7,6 +7,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {IERC20Errors} from "@openzeppelin/contracts/interfaces/draft-IERC6093.sol";
 import {ISanctionsList} from "./ISanctionsList.sol";
+import {LegacyTokenStorage} from "./LegacyTokenStorage.sol";
 
 /// @title XStock
 /// @notice Upgradeable ERC-20 for a tokenized equity. Holders own internal shares; the token
@@ -19,8 +20,22 @@ import {ISanctionsList} from "./ISanctionsList.sol";
 ///  - a management fee that multiplies M by `(1e18 - feePerPeriod) / 1e18` (floored) once per
 ///    whole period, also without an event.
 /// Silent changes are written to storage by `_sync()` at the start of the next call that moves
-/// tokens, updates the multiplier or changes the fee; that call then emits `MultiplierUpdated`
-/// before anything else it emits.
+/// tokens, updates the multiplier or changes the fee clock; that call then emits
+/// `MultiplierUpdated` before the Transfer it emits (transferFrom emits its Approval first).
+///
+/// The fee clock setters (`updateFeePerPeriod`, `setLastTimeFeeApplied`, `setPeriodLength`) run
+/// `_sync()` FIRST and then change the clock or the rate: the multiplier in force at the end of
+/// such a transaction can differ from the `MultiplierUpdated` value it just emitted, and no
+/// further event says so.
+///
+/// Fee decay in closed form, as the views compute it at time `t`:
+///   base = schedule due at t ? newMultiplier : stored multiplier
+///   periods = (periodLength == 0 || t < lastTimeFeeApplied) ? 0
+///             : (t - lastTimeFeeApplied) / periodLength
+///   M(t) = base, then `periods` times M = floor(M * (1e18 - feePerPeriod) / 1e18)
+///
+/// A proxy that held a `LegacyToken` (plain balances) can be upgraded in place to this
+/// implementation with `upgradeFromLegacy` (see there).
 contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IERC20Errors {
     uint256 private constant ONE = 1e18;
 
@@ -58,8 +73,9 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
     uint256 public feePerPeriod;
     /// @notice Length of one fee period in seconds (0 = no periods).
     uint256 public periodLength;
-    /// @notice Start of the current fee period (advanced by whole periods when fees apply).
-    uint256 public lastFeeTime;
+    /// @notice Start of the current fee period (advanced by whole periods when fees apply;
+    /// set by the owner with setLastTimeFeeApplied).
+    uint256 public lastTimeFeeApplied;
     /// @notice Incremented by every explicit multiplier update (immediate or scheduled).
     uint256 public nonce;
 
@@ -95,6 +111,8 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
     error InvalidMultiplier(uint256 value);
     error ActivationAfterFeePeriod(uint256 activationTime, uint256 nextFeePeriodStart);
     error InvalidFee(uint256 feePerPeriod, uint256 periodLength);
+    error SchedulePending(uint256 newMultiplier, uint256 activationTime);
+    error InvalidFeeTime(uint256 time);
 
     // ---------------------------------------------------------------- modifiers
 
@@ -136,7 +154,34 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
         _symbol = symbol_;
         _multiplier = ONE;
         _lastMultiplier = ONE;
-        lastFeeTime = block.timestamp;
+        lastTimeFeeApplied = block.timestamp;
+    }
+
+    /// @notice Upgrade initializer for a proxy that held a `LegacyToken`: call it through
+    /// `ProxyAdmin.upgradeAndCall` in the same transaction as the upgrade. Name and symbol are
+    /// taken over from the legacy storage; the multiplier starts at 1e18. For each account in
+    /// `accounts` the legacy balance is moved into shares (1:1 at M = 1e18) with a mint pair
+    /// `Transfer(0x0, a, b)` + `TransferShares(0x0, a, b)`; every other legacy balance stays
+    /// in the legacy slots, which this implementation never reads: `balanceOf` answers 0 for it.
+    /// Owner (ERC-7201 storage) and roles unknown to the legacy token carry over / start empty.
+    function upgradeFromLegacy(address[] calldata accounts) external reinitializer(2) {
+        LegacyTokenStorage.Layout storage legacy = LegacyTokenStorage.layout();
+        _name = legacy.name;
+        _symbol = legacy.symbol;
+        _multiplier = ONE;
+        _lastMultiplier = ONE;
+        lastTimeFeeApplied = block.timestamp;
+        for (uint256 i = 0; i < accounts.length; ++i) {
+            address account = accounts[i];
+            uint256 amount = legacy.balances[account];
+            if (amount == 0) continue;
+            legacy.balances[account] = 0;
+            legacy.totalSupply -= amount;
+            _totalShares += amount;
+            _shares[account] += amount;
+            emit Transfer(address(0), account, amount);
+            emit TransferShares(address(0), account, amount);
+        }
     }
 
     // ---------------------------------------------------------------- ERC-20 views
@@ -202,7 +247,7 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
     }
 
     /// @notice The multiplier in force now (schedule and fee decay included), the number of
-    /// whole fee periods elapsed since `lastFeeTime`, and the current nonce.
+    /// whole fee periods elapsed since `lastTimeFeeApplied`, and the current nonce.
     function getCurrentMultiplier() external view returns (uint256 multiplier_, uint256 periodsPassed, uint256 nonce_) {
         (multiplier_, periodsPassed,) = _effectiveMultiplier();
         nonce_ = nonce;
@@ -217,11 +262,13 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
         return true;
     }
 
+    /// @notice Emits Approval (unless the allowance is unlimited), then MultiplierUpdated (when a
+    /// silent change is written), then Transfer and TransferShares: the real token's order.
     function transferFrom(address from, address to, uint256 amount) external whenNotPaused returns (bool) {
-        uint256 m = _sync();
         _checkSanctions(from, to);
         _checkSanctioned(msg.sender);
         _spendAllowance(from, msg.sender, amount);
+        uint256 m = _sync();
         _move(from, to, amount, amount * ONE / m);
         return true;
     }
@@ -295,7 +342,7 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
             return;
         }
         if (feePerPeriod != 0) {
-            uint256 boundary = lastFeeTime + periodLength;
+            uint256 boundary = lastTimeFeeApplied + periodLength;
             if (activationTime >= boundary) revert ActivationAfterFeePeriod(activationTime, boundary);
         }
         bool replacing = _schedulePending;
@@ -341,7 +388,36 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
         }
         feePerPeriod = feePerPeriod_;
         periodLength = periodLength_;
-        lastFeeTime = block.timestamp;
+        lastTimeFeeApplied = block.timestamp;
+    }
+
+    /// @notice Owner: set the fee per period (1e18 scale, below 1e18). The multiplier update
+    /// runs first (due fee periods and a due schedule are written, `MultiplierUpdated` when the
+    /// stored value changes); the new rate then applies from the next whole period on, silently.
+    function updateFeePerPeriod(uint256 feePerPeriod_) external onlyOwner {
+        if (feePerPeriod_ >= ONE) revert InvalidFee(feePerPeriod_, periodLength);
+        _sync();
+        feePerPeriod = feePerPeriod_;
+    }
+
+    /// @notice Owner: move the fee clock to `time` (not 0), only while no schedule is pending.
+    /// The multiplier update runs first; the clock then moves with no event, so the multiplier
+    /// in force right after can differ from the `MultiplierUpdated` value this call emitted.
+    /// A time in the future means no period has passed until then.
+    function setLastTimeFeeApplied(uint256 time) external onlyOwner {
+        if (time == 0) revert InvalidFeeTime(time);
+        _sync();
+        _requireNoSchedule();
+        lastTimeFeeApplied = time;
+    }
+
+    /// @notice Owner: set the fee period length in seconds (0 = no periods), only while no
+    /// schedule is pending. The multiplier update runs first; the new length then counts the
+    /// periods since `lastTimeFeeApplied` at once, with no event.
+    function setPeriodLength(uint256 periodLength_) external onlyOwner {
+        _sync();
+        _requireNoSchedule();
+        periodLength = periodLength_;
     }
 
     // ---------------------------------------------------------------- roles and admin
@@ -383,19 +459,24 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
 
     // ---------------------------------------------------------------- internals
 
+    function _requireNoSchedule() private view {
+        if (_schedulePending) revert SchedulePending(_newMultiplier, _newMultiplierActivationTime);
+    }
+
     function _scheduleDue() private view returns (bool) {
         return _schedulePending && block.timestamp >= _newMultiplierActivationTime;
     }
 
     /// @dev The multiplier in force at block.timestamp: the due schedule (if any) replaces the
-    /// stored value, then the fee is applied once per whole period since lastFeeTime, floored
+    /// stored value, then the fee is applied once per whole period since lastTimeFeeApplied, floored
     /// at each step.
     function _effectiveMultiplier() private view returns (uint256 m, uint256 periodsPassed, bool scheduleDue) {
         scheduleDue = _scheduleDue();
         m = scheduleDue ? _newMultiplier : _multiplier;
         uint256 len = periodLength;
-        if (len != 0) {
-            periodsPassed = (block.timestamp - lastFeeTime) / len;
+        uint256 since = lastTimeFeeApplied;
+        if (len != 0 && block.timestamp >= since) {
+            periodsPassed = (block.timestamp - since) / len;
             uint256 fee = feePerPeriod;
             if (fee != 0) {
                 uint256 keep = ONE - fee;
@@ -419,7 +500,7 @@ contract XStock is Initializable, OwnableUpgradeable, IERC20, IERC20Metadata, IE
             _lastMultiplier = stored;
         }
         if (periodsPassed != 0) {
-            lastFeeTime += periodsPassed * periodLength;
+            lastTimeFeeApplied += periodsPassed * periodLength;
         }
         if (m != stored) {
             _multiplier = m;

@@ -24,7 +24,7 @@ from typing import Any
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-NAMES = ("XStock", "XStockFactory", "SanctionsList", "PlainToken", "MoveBatch",
+NAMES = ("XStock", "XStockFactory", "SanctionsList", "PlainToken", "LegacyToken", "MoveBatch",
          "TransparentUpgradeableProxy", "ProxyAdmin")
 _PACKAGED = Path(__file__).resolve().parent / "artifacts"
 
