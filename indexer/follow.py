@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -73,7 +74,8 @@ def current(reading: Reading) -> int | None:
     return reading.current if isinstance(reading, State) else reading
 
 
-async def read_states(chain: Chain, asks: Iterable[tuple[str, int]], times: dict[int, int]) -> dict[tuple[str, int], Reading]:
+async def read_states(chain: Chain, asks: Iterable[tuple[str, int]],
+                      times: dict[int, int]) -> dict[tuple[str, int], Reading]:
     """The state of each (token, block), in JSON-RPC batches of at most BATCH items (one per
     range end for up to BATCH / 9 xStocks), with the headers of blocks whose time is not in
     ``times`` (added to it). A block the node has no state for reads None for every token."""
@@ -121,7 +123,7 @@ class _Path:
 
     def pairs(self) -> list[tuple[int, int]]:
         blocks = sorted(self.points)
-        return list(zip(blocks, blocks[1:], strict=False))
+        return list(itertools.pairwise(blocks))
 
     def open_pairs(self) -> list[tuple[int, int]]:
         """Neighbouring reads whose difference is neither explained nor pinned to one block."""
@@ -150,17 +152,19 @@ class Follower:
     async def follow(
         self, active: Mapping[str, TokenState], base: int, end: int, events: Sequence[TokenEvent],
         headers: dict[int, Header], known: Mapping[str, Reading] | None = None,
-        times: Mapping[int, int] | None = None,
+        times: Mapping[int, int] | None = None, since: Mapping[str, int] | None = None,
     ) -> tuple[list[MultiplierChange], dict[str, int]]:
         """Changes in (base, end] and the value at ``end`` of every xStock of ``active``;
         ``known``: states at ``end`` already read; ``times``: block timestamps already known
-        (headers, and logs' blockTimestamp)."""
+        (headers, and logs' blockTimestamp); ``since``: tokens whose path starts inside the
+        range (upgraded to a share token at that block)."""
         xstocks = {a: t for a, t in active.items() if t.info.kind is TokenKind.XSTOCK}
         if not xstocks:
             return [], {}
         clock = {**(times or {}), **{n: h.timestamp for n, h in headers.items()}}
         ends = dict(known or {})
-        anchors = {a: max(base, t.synced_block, t.info.start_block) for a, t in xstocks.items()}
+        since = since or {}
+        anchors = {a: max(base, t.synced_block, t.info.start_block, since.get(a, 0)) for a, t in xstocks.items()}
         asks = [(a, end) for a in xstocks if a not in ends]
         asks += [(a, n) for a, n in anchors.items() if n != end and self.last.get(a, (None,))[0] != n]
         read = await read_states(self.chain, asks, clock) if asks else {}
@@ -247,7 +251,8 @@ class Follower:
                     value = v
         return out
 
-    async def _place(self, wanted: list[tuple[int, int, int]], clock: dict[int, int]) -> dict[tuple[int, int, int], int]:
+    async def _place(self, wanted: list[tuple[int, int, int]],
+                     clock: dict[int, int]) -> dict[tuple[int, int, int], int]:
         """The first block in (lo, hi] whose timestamp is at least t, for each (lo, hi, t):
         k-ary search on block timestamps, every open search advancing in the same header batch."""
         out: dict[tuple[int, int, int], int] = {}

@@ -90,7 +90,7 @@ async def multipliers(
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
     if not xstocks:
         return [], {}
-    read = {a: v for a, v in (known or {}).items() if v is not None}
+    read: dict[str, int | None] = {a: v for a, v in (known or {}).items() if v is not None}
     asked = [a for a in xstocks if a not in read]
     read.update(zip(asked, [calls.as_multiplier(x) for x in await multipliers_at(chain, asked, end)], strict=True))
     from_events = event_samples(events)
