@@ -33,10 +33,36 @@ async def read_token(
         return None
     sym = symbol or calls.as_text(answers[0]) or address[:10]
     kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+    if isinstance(block, str) or block > start_block:
+        kind = await kind_at_start(chain, address, start_block, kind)
     decimals = calls.as_uint(answers[2])
     return TokenInfo(chain_id, address, sym, calls.as_text(answers[1]) or sym,
                      underlying or underlying_of(sym), 18 if decimals is None else decimals,
                      kind, start_block, source)
+
+async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind) -> TokenKind:
+    """The kind of the token when it is first indexed: at ``start`` or, when its code was
+    deployed later, at the block it was (found by bisection on eth_getCode: about log2(head)
+    calls, once per token). An upgrade after that changes the kind at its block (upgrades.py);
+    without historical state the kind answered now is kept."""
+    try:
+        block = start
+        if not await _has_code(chain, address, start):
+            lo, hi = start, await chain.head()  # no code at lo, code at hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if await _has_code(chain, address, mid) else (mid, hi)
+            block = hi
+        answer = await chain.call(address, calls.GET_CURRENT_MULTIPLIER, block)
+    except StateUnavailable:
+        return latest
+    return TokenKind.XSTOCK if calls.as_multiplier(answer) is not None else TokenKind.ERC20
+
+
+async def _has_code(chain: Chain, address: str, block: int) -> bool:
+    code = await chain.rpc.request("eth_getCode", [address, hex(block)])
+    return bool(code) and code != "0x"
+
 
 async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
     """The multiplier in force just before the token's start block (1e18 without the state)."""
