@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from . import decode
 from .chain import Chain
-from .errors import ChainMoved
+from .errors import ChainMoved, ReorgTooDeep
 from .follow import Reading, read_states
-from .models import Decoded, Header, TokenKind, Wire
+from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
 from .writes import TokenState
 
@@ -52,7 +52,7 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
     (raws, end), states = await asyncio.gather(
         read_logs(chain, addresses, start, end, headers, sizer),
         read_states(chain, [(a, end) for a in xstocks], times) if xstocks else _nothing())
-    at_end = {a: states[(a, end)] for a in xstocks}
+    at_end = {a: states[(a, asked)] for a in xstocks}
     if end < asked:
         at_end = {}
         headers = {n: h for n, h in headers.items() if n <= end}
@@ -112,3 +112,17 @@ async def read_logs(chain: Chain, addresses: list[str], start: int, end: int, he
     if missing:
         headers.update({h.number: h for h in await chain.headers(missing)})
     return raws, end
+
+
+async def common_ancestor(chain: Chain, stored: Mapping[int, str], cursor: Cursor, head: int, name: str,
+                          reorg_depth: int) -> Cursor:
+    """The highest block whose stored hash (``stored``: recent_blocks) is still the node's;
+    ReorgTooDeep when none within ``reorg_depth`` is."""
+    numbers = sorted((n for n in stored if n <= min(cursor.block_number, head)), reverse=True)
+    on_chain = {h.number: h for h in await chain.headers(numbers)} if numbers else {}
+    for n in numbers:
+        if on_chain[n].hash == stored[n]:
+            return Cursor(n, stored[n], on_chain[n].timestamp)
+    raise ReorgTooDeep(
+        f"chain {name}: reorg deeper than max_reorg_depth={reorg_depth}: no stored block from "
+        f"{cursor.block_number - reorg_depth} to {cursor.block_number} is on the node's chain; nothing changed")

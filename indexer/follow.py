@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import calls, logs
@@ -152,16 +152,16 @@ class Follower:
     async def follow(
         self, active: Mapping[str, TokenState], base: int, end: int, events: Sequence[TokenEvent],
         headers: dict[int, Header], known: Mapping[str, Reading] | None = None,
-        times: Mapping[int, int] | None = None, since: Mapping[str, int] | None = None,
+        times: Callable[[], Mapping[int, int]] | None = None, since: Mapping[str, int] | None = None,
     ) -> tuple[list[MultiplierChange], dict[str, int]]:
         """Changes in (base, end] and the value at ``end`` of every xStock of ``active``;
-        ``known``: states at ``end`` already read; ``times``: block timestamps already known
-        (headers, and logs' blockTimestamp); ``since``: tokens whose path starts inside the
-        range (upgraded to a share token at that block)."""
+        ``known``: states at ``end`` already read; ``times``: block timestamps known from the
+        logs, asked only when a step must be placed; ``since``: tokens whose path starts inside
+        the range (upgraded to a share token at that block)."""
         xstocks = {a: t for a, t in active.items() if t.info.kind is TokenKind.XSTOCK}
         if not xstocks:
             return [], {}
-        clock = {**(times or {}), **{n: h.timestamp for n, h in headers.items()}}
+        clock = {n: h.timestamp for n, h in headers.items()}
         ends = dict(known or {})
         since = since or {}
         anchors = {a: max(base, t.synced_block, t.info.start_block, since.get(a, 0)) for a, t in xstocks.items()}
@@ -179,7 +179,7 @@ class Follower:
         modelled = {a: p for a, p in paths.items() if p.modelled()}
         await self._resolve(modelled, events, clock)
         modelled = {a: p for a, p in modelled.items() if p.modelled()}
-        changes = await self._changes(modelled, events, clock)
+        changes = await self._changes(modelled, events, clock, times)
         at_end = {a: p.state(end).current for a, p in modelled.items()}
         legacy = {a: t for a, t in xstocks.items() if a not in modelled}
         if legacy:
@@ -213,8 +213,8 @@ class Follower:
         for (token, block), reading in (await read_states(self.chain, asks, clock)).items():
             paths[token].points[block] = reading
 
-    async def _changes(self, paths: dict[str, _Path], events: Sequence[TokenEvent],
-                       clock: dict[int, int]) -> list[MultiplierChange]:
+    async def _changes(self, paths: dict[str, _Path], events: Sequence[TokenEvent], clock: dict[int, int],
+                       times: Callable[[], Mapping[int, int]] | None) -> list[MultiplierChange]:
         """Walk each path: a pair pinned to one block changes there to the chain's value; an
         explained pair changes where its start state's schedule and fee steps fall."""
         steps: dict[str, list[tuple[int, int | None]]] = {}  # token -> (block, value), in block order
@@ -232,6 +232,8 @@ class Follower:
                 taus = [t for t, _ in moves(s_lo, s_lo.t, s_hi.t)]
                 wanted += [(lo, hi, t) for t in taus]
                 plans.append((a, lo, s_lo, taus, hi))
+        if wanted and times is not None:  # the moves' block times narrow the search for free
+            clock.update({n: t for n, t in times().items() if n not in clock})
         placed = await self._place(wanted, clock)
         for a, block, state, taus, hi in plans:
             if hi < 0:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from . import logs
 from .chain import Chain
 from .config import ChainConfig, Settings
-from .errors import ChainMoved, ConfigError, ReorgTooDeep
-from .fetch import Fetched, decode_range, fetch_range, read_logs
+from .errors import ChainMoved, ConfigError
+from .fetch import Fetched, common_ancestor, decode_range, fetch_range, read_logs
 from .follow import Follower, Reading
 from .ledger import fold
 from .models import Cursor, Decoded, Header
@@ -229,8 +229,8 @@ class ChainSync:
         upgraded = await follow_upgrades(self.chain, self.store, self.chain_id, active, decoded, end, headers)
         transfers = upgraded.decoded.transfers + upgraded.conversions
         events = upgraded.decoded.events
-        times = {t.block_number: t.block_time for t in transfers}
-        changes, at_end = await self.follower.follow(active, base, end, events, headers, known, times,
+        changes, at_end = await self.follower.follow(active, base, end, events, headers, known,
+                                                     lambda: {t.block_number: t.block_time for t in transfers},
                                                      upgraded.since)
         end_header = headers[end]
         batch = BatchWrite(
@@ -281,18 +281,8 @@ class ChainSync:
 
     async def _rewind_to_ancestor(self, cursor: Cursor) -> tuple[int, int]:
         await self.flush()
-        lowest = cursor.block_number - self.cfg.max_reorg_depth
-        stored = await self.store.recent_hashes(self.chain_id, lowest)
-        numbers = sorted((n for n in stored if n <= min(cursor.block_number, self.head)), reverse=True)
-        on_chain = {h.number: h for h in await self.chain.headers(numbers)} if numbers else {}
-        for n in numbers:
-            if on_chain[n].hash == stored[n]:
-                ancestor = Cursor(n, stored[n], on_chain[n].timestamp)
-                break
-        else:
-            raise ReorgTooDeep(
-                f"chain {self.cfg.name}: reorg deeper than max_reorg_depth={self.cfg.max_reorg_depth}: "
-                f"no stored block from {lowest} to {cursor.block_number} is on the node's chain; nothing changed")
+        stored = await self.store.recent_hashes(self.chain_id, cursor.block_number - self.cfg.max_reorg_depth)
+        ancestor = await common_ancestor(self.chain, stored, cursor, self.head, self.cfg.name, self.cfg.max_reorg_depth)
         depth = cursor.block_number - ancestor.block_number
         removed = await self.store.rewind(self.chain_id, ancestor, self.tokens)
         self.follower.forget()
