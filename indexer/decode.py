@@ -6,24 +6,26 @@ fast path against eth-abi for every event kind.
 
 An xStock move is a Transfer immediately followed (same transaction, next log index) by its
 TransferShares; the pair becomes one :class:`Transfer` with ``amount_raw`` from the first and
-``shares`` from the second. For a plain ERC-20 ``shares = amount_raw``. A log that does not fit
-its event's layout (an ERC-721 Transfer, a truncated data field, an xStock Transfer with no
-TransferShares) is skipped and counted, with a warning: it must not stop the indexer.
+``shares`` from the second. For a plain ERC-20 ``shares = amount_raw``.
+
+Nothing is skipped in silence (it would leave balances wrong): a followed log that does not fit
+its event (an ERC-721 Transfer, truncated data), an xStock Transfer not directly followed by its
+TransferShares (or with other parties), a lone TransferShares, or one from a token indexed as a
+plain ERC-20 raises ``UnindexableLog`` naming token, block, tx and log index; the batch stops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.crypto import keccak
 
-from . import logs
+from .errors import UnindexableLog
 from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer, Wire
-
-log = logs.get("decode")
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,12 @@ def decode(
     and of factories. This is the hot path of a backfill: it reads the JSON-RPC dicts directly.
 
     ``block_times`` supplies timestamps for nodes that do not put ``blockTimestamp`` on logs;
-    ``starts`` drops a token's logs below its start block. Logs of unknown addresses are ignored
-    (not counted as skipped)."""
+    ``starts`` drops a token's logs below its start block. Logs of unknown addresses are
+    ignored; any other log that cannot be accounted for raises ``UnindexableLog``."""
     wire: Sequence[Wire] = [r.wire() for r in logs] if logs and isinstance(logs[0], RawLog) else logs  # type: ignore[assignment,union-attr]
     factory_set = set(factories)
     times = _Times(block_times)
     out = Decoded()
-    skipped = 0
     # An xStock Transfer waiting for its TransferShares: the log, its token, log index, topics
     # and (from, to, amount).
     pending: Wire | None = None
@@ -187,14 +188,11 @@ def decode(
                     # Same words, same parties (the usual case); else compare them decoded.
                     if (topics[1] != pending_topics[1] or topics[2] != pending_topics[2]) and (
                             word_address(topics[1]) != frm or word_address(topics[2]) != to):
-                        skipped += _warn(pending, "Transfer parties differ from its TransferShares")
-                        skipped += _warn(item, "TransferShares parties differ from its Transfer")
-                    else:
-                        append(_transfer(pending, address, frm, to, amount, shares, times))
+                        _stop(item, "TransferShares parties differ from its Transfer")
+                    append(_transfer(pending, address, frm, to, amount, shares, times))
                     pending = None
                     continue
-                skipped += _warn(pending, "xStock Transfer without TransferShares")
-                pending = None
+                _stop(pending, "xStock Transfer not directly followed by its TransferShares")
             if kind is None:
                 if address in factory_set:
                     _factory_log(parse_wire(item), out, times)
@@ -209,20 +207,18 @@ def decode(
                 else:
                     append(_transfer(item, address, *move, move[2], times))
             elif topic0 == TRANSFER_SHARES_TOPIC:
-                if kind is TokenKind.XSTOCK:
-                    skipped += _warn(item, "TransferShares without a Transfer before it")
+                _stop(item, "TransferShares without a Transfer before it" if kind is TokenKind.XSTOCK
+                      else "TransferShares from a token indexed as a plain ERC-20 (upgraded to a share token?)")
             else:
                 spec = _OTHER_BY_TOPIC.get(topic0.lower())
                 if spec is not None:
                     raw = parse_wire(item)
                     out.events.append(_event(raw, spec.name, decode_event(spec, raw), times))
         except (Malformed, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            skipped += _warn(item, str(exc) if isinstance(exc, Malformed) else f"malformed log: {exc!r}")
-            if pending is item:
-                pending = None
+            _stop(item, str(exc) if isinstance(exc, Malformed) else f"malformed log: {exc!r}")
     if pending is not None:
-        skipped += _warn(pending, "xStock Transfer without TransferShares")
-    return Decoded(out.transfers, out.events, out.new_tokens, skipped)
+        _stop(pending, "xStock Transfer not directly followed by its TransferShares")
+    return Decoded(out.transfers, out.events, out.new_tokens, 0)
 
 
 class _Times:
@@ -288,7 +284,15 @@ def _factory_log(raw: RawLog, out: Decoded, times: _Times) -> None:
     out.events.append(_event(raw, "NewToken", args, times))
 
 
-def _warn(item: Wire, why: str) -> int:
-    log.warning("log_skipped", token=item.get("address"), block=item.get("blockNumber"),
-                tx=item.get("transactionHash"), log_index=item.get("logIndex"), reason=why)
-    return 1
+def _stop(item: Wire, why: str) -> NoReturn:
+    """Raise UnindexableLog for ``item``, naming whatever of it can be read."""
+    raise UnindexableLog(f"token {_field(item, 'address')} block {_field(item, 'blockNumber')} "
+                         f"tx {_field(item, 'transactionHash')} log index {_field(item, 'logIndex')}: {why}; "
+                         f"the batch stopped and nothing of it was stored")
+
+
+def _field(item: Wire, key: str) -> str:
+    value = str(item.get(key, "?")) if isinstance(item, Mapping) else "?"
+    if key in ("blockNumber", "logIndex") and value.startswith("0x"):
+        return str(int(value, 16)) if value[2:] and all(c in "0123456789abcdefABCDEF" for c in value[2:]) else value
+    return value.lower()

@@ -12,6 +12,7 @@
         +-- LockHeld             another writer indexes this chain                       (exit 2)
         +-- ServiceUnreachable   the RPC or database cannot be reached at start-up       (exit 2)
         +-- ReorgTooDeep         a reorg deeper than max_reorg_depth; nothing changed   (exit 3)
+        +-- UnindexableLog       a followed log that cannot be accounted for; batch stopped (exit 4)
         +-- RpcError             the node answered with an error that is not transient
 
 Lower-layer exceptions (aiohttp, asyncpg, OSError) are translated once, at the module that owns
@@ -82,6 +83,14 @@ class ServiceUnreachable(Fatal):
 
 class ReorgTooDeep(Fatal):
     exit_code = 3
+
+
+class UnindexableLog(Fatal):
+    """A log of a followed token or factory that does not decode as its event, or an xStock
+    move whose Transfer and TransferShares do not pair: the batch stops before anything of it is
+    stored, naming the token, block, transaction and log index."""
+
+    exit_code = 4
 
 
 class RpcError(Fatal):

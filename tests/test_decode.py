@@ -23,6 +23,7 @@ from indexer.decode import (
     decode_move,
     word_address,
 )
+from indexer.errors import UnindexableLog
 from indexer.models import ZERO_ADDRESS, NewToken, RawLog, TokenKind, Transfer, TransferKind
 
 XSTOCK = "0x" + "a1" * 20
@@ -306,7 +307,7 @@ def test_approval_before_the_pair_is_ignored_quietly() -> None:
 
 
 def good_tail(start: int) -> list[RawLog]:
-    """A well-formed pair after a bad log: decoding must go on after a skip."""
+    """A well-formed pair after a log (decoding goes on only after a log it may ignore)."""
     return pair(XSTOCK, BOB, ALICE, 7, 6, index=start)
 
 
@@ -315,31 +316,40 @@ def assert_only_tail(out: decode.Decoded, skipped: int) -> None:
     assert out.skipped == skipped
 
 
-def test_xstock_transfer_without_transfer_shares_is_skipped() -> None:
-    out = decode.decode([move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+def assert_stops(logs: list[RawLog], at: RawLog, kinds: dict[str, TokenKind] = KINDS, **kw: Any) -> str:
+    """Decoding ``logs`` stops at ``at``: UnindexableLog naming its token, block, tx and log index."""
+    with pytest.raises(UnindexableLog) as info:
+        decode.decode(logs, kinds, **kw)
+    message = str(info.value)
+    assert (f"token {at.address} block {at.block_number} tx {at.tx_hash} log index {at.log_index}:"
+            in message), message
+    assert UnindexableLog.exit_code == 4
+    return message
 
 
-def test_xstock_transfer_without_transfer_shares_at_the_end_is_skipped() -> None:
-    out = decode.decode([*good_tail(0), move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=2)], KINDS)
-    assert_only_tail(out, 1)
+def test_xstock_transfer_without_transfer_shares_stops() -> None:
+    lone = move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0)
+    assert "not directly followed by its TransferShares" in assert_stops([lone, *good_tail(1)], lone)
 
 
-def test_transfer_shares_alone_is_skipped() -> None:
-    out = decode.decode([move(TRANSFER_SHARES, XSTOCK, ALICE, BOB, 10, index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+def test_xstock_transfer_without_transfer_shares_at_the_end_stops() -> None:
+    lone = move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=2)
+    assert_stops([*good_tail(0), lone], lone)
 
 
-def test_transfer_shares_of_a_plain_erc20_is_ignored() -> None:
-    out = decode.decode([move(TRANSFER_SHARES, ERC20, ALICE, BOB, 10)], KINDS)
-    assert (out.transfers, out.skipped) == ([], 0)
+def test_transfer_shares_alone_stops() -> None:
+    lone = move(TRANSFER_SHARES, XSTOCK, ALICE, BOB, 10, index=0)
+    assert "without a Transfer" in assert_stops([lone, *good_tail(1)], lone)
 
 
-def test_mismatched_parties_are_skipped() -> None:
+def test_transfer_shares_of_a_token_indexed_as_plain_erc20_stops() -> None:
+    shares = move(TRANSFER_SHARES, ERC20, ALICE, BOB, 10)
+    assert "plain ERC-20" in assert_stops([shares], shares)
+
+
+def test_mismatched_parties_stop() -> None:
     logs = [move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0), move(TRANSFER_SHARES, XSTOCK, ALICE, ALICE, 9, index=1)]
-    out = decode.decode([*logs, *good_tail(2)], KINDS)
-    assert [(t.from_address, t.to_address) for t in out.transfers] == [(BOB, ALICE)]
-    assert out.skipped >= 1
+    assert "parties differ" in assert_stops([*logs, *good_tail(2)], logs[1])
 
 
 @pytest.mark.parametrize(
@@ -352,75 +362,65 @@ def test_mismatched_parties_are_skipped() -> None:
     ids=["other-tx", "gap", "other-token"],
 )
 def test_transfer_shares_must_be_the_next_log_of_the_same_tx_and_token(shares_log: RawLog) -> None:
-    out = decode.decode([move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0), shares_log, *good_tail(3)], KINDS)
-    assert [(t.from_address, t.to_address) for t in out.transfers] == [(BOB, ALICE)]
-    assert out.skipped >= 1
+    transfer = move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0)
+    assert_stops([transfer, shares_log, *good_tail(3)], transfer)
 
 
 @pytest.mark.parametrize("token", [XSTOCK, ERC20])
-def test_erc721_style_transfer_is_skipped(token: str) -> None:
+def test_erc721_style_transfer_stops(token: str) -> None:
     nft = raw_log(token, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB), word("uint256", 1234)], "0x", index=0)
-    out = decode.decode([nft, *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+    assert_stops([nft, *good_tail(1)], nft)
 
 
 @pytest.mark.parametrize("data", ["0x", "0x" + "00" * 31, "0x" + "01" * 16])
-def test_truncated_erc20_transfer_is_skipped(data: str) -> None:
+def test_truncated_erc20_transfer_stops(data: str) -> None:
     bad = raw_log(ERC20, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB)], data, index=0)
-    out = decode.decode([bad, *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+    assert_stops([bad, *good_tail(1)], bad)
 
 
-def test_truncated_xstock_transfer_drops_its_pair() -> None:
+def test_truncated_xstock_transfer_stops() -> None:
     bad = raw_log(XSTOCK, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB)], "0x" + "00" * 31, index=0)
-    out = decode.decode([bad, move(TRANSFER_SHARES, XSTOCK, ALICE, BOB, 9, index=1), *good_tail(2)], KINDS)
-    assert_only_tail(out, 2)
+    assert_stops([bad, move(TRANSFER_SHARES, XSTOCK, ALICE, BOB, 9, index=1), *good_tail(2)], bad)
 
 
-def test_truncated_transfer_shares_drops_its_pair() -> None:
+def test_truncated_transfer_shares_stops() -> None:
     bad = raw_log(XSTOCK, [TRANSFER_SHARES.topic, addr_topic(ALICE), addr_topic(BOB)], "0x" + "00" * 31, index=1)
-    out = decode.decode([move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0), bad, *good_tail(2)], KINDS)
-    assert_only_tail(out, 2)
+    assert_stops([move(TRANSFER, XSTOCK, ALICE, BOB, 10, index=0), bad, *good_tail(2)], bad)
 
 
 DIRTY = "0x" + "00" * 11 + "01" + "11" * 20  # an address word with a non-zero upper 12 bytes
 
 
 @pytest.mark.parametrize("position", [1, 2])
-def test_dirty_address_topic_in_erc20_transfer_is_skipped(position: int) -> None:
+def test_dirty_address_topic_in_erc20_transfer_stops(position: int) -> None:
     topics = [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB)]
     topics[position] = DIRTY
-    out = decode.decode([raw_log(ERC20, topics, word("uint256", 1), index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+    bad = raw_log(ERC20, topics, word("uint256", 1), index=0)
+    assert_stops([bad, *good_tail(1)], bad)
 
 
 @pytest.mark.parametrize("spec", [TRANSFER, TRANSFER_SHARES], ids=lambda s: s.name)
-def test_dirty_address_topic_in_xstock_pair_is_skipped(spec: EventSpec) -> None:
+def test_dirty_address_topic_in_xstock_pair_stops(spec: EventSpec) -> None:
     logs = pair(XSTOCK, ALICE, BOB, 10, 9, index=0)
     i = 0 if spec is TRANSFER else 1
     logs[i] = raw_log(XSTOCK, [spec.topic, DIRTY, addr_topic(BOB)], word("uint256", 9), index=i)
-    out = decode.decode([*logs, *good_tail(2)], KINDS)
-    assert [(t.from_address, t.to_address) for t in out.transfers] == [(BOB, ALICE)]
-    assert out.skipped >= 1
+    assert_stops([*logs, *good_tail(2)], logs[i])
 
 
 ADDRESS_EVENTS = [spec for spec in OTHER_EVENTS if spec.indexed]
 
 
 @pytest.mark.parametrize("spec", ADDRESS_EVENTS, ids=lambda s: s.name)
-def test_dirty_address_topic_in_other_event_is_skipped_not_raised(spec: EventSpec) -> None:
+def test_dirty_address_topic_in_other_event_stops(spec: EventSpec) -> None:
     topics = [spec.topic] + [DIRTY] * len(spec.indexed)
-    out = decode.decode([raw_log(XSTOCK, topics, "0x", index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
-    assert out.events == []
+    bad = raw_log(XSTOCK, topics, "0x", index=0)
+    assert_stops([bad, *good_tail(1)], bad)
 
 
-def test_dirty_address_topic_in_new_token_is_skipped_not_raised() -> None:
+def test_dirty_address_topic_in_new_token_stops() -> None:
     good = build_event(NEW_TOKEN, {"newToken": ALICE, "name": "n", "symbol": "s"}, FACTORY, index=1)
     bad = RawLog(FACTORY, (NEW_TOKEN.topic, DIRTY), good.data, 100, good.block_hash, 1, TX, 0)
-    out = decode.decode([bad, good], {}, factories=[FACTORY])
-    assert [t.token for t in out.new_tokens] == [ALICE]
-    assert out.skipped == 1
+    assert_stops([bad, good], bad, {}, factories=[FACTORY])
 
 
 @pytest.mark.parametrize(
@@ -432,17 +432,16 @@ def test_dirty_address_topic_in_new_token_is_skipped_not_raised() -> None:
         ("NewTerms", "0x" + "00" * 31 + "20"),  # offset with no length word
     ],
 )
-def test_malformed_data_of_other_events_is_skipped(name: str, data: str) -> None:
+def test_malformed_data_of_other_events_stops(name: str, data: str) -> None:
     spec = next(s for s in OTHER_EVENTS if s.name == name)
-    out = decode.decode([raw_log(XSTOCK, [spec.topic], data, index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
-    assert out.events == []
+    bad = raw_log(XSTOCK, [spec.topic], data, index=0)
+    assert_stops([bad, *good_tail(1)], bad)
 
 
-def test_wrong_topic_count_of_other_event_is_skipped() -> None:
+def test_wrong_topic_count_of_other_event_stops() -> None:
     spec = next(s for s in OTHER_EVENTS if s.name == "NewMinter")
-    out = decode.decode([raw_log(XSTOCK, [spec.topic], word("address", ALICE), index=0), *good_tail(1)], KINDS)
-    assert_only_tail(out, 1)
+    bad = raw_log(XSTOCK, [spec.topic], word("address", ALICE), index=0)
+    assert_stops([bad, *good_tail(1)], bad)
 
 
 # --- addresses, times, kinds ------------------------------------------------------------------
@@ -479,10 +478,9 @@ def test_log_timestamp_wins_over_block_times() -> None:
     assert [t.block_time for t in out.transfers] == [111]
 
 
-def test_missing_timestamp_is_skipped_not_raised() -> None:
+def test_missing_timestamp_stops() -> None:
     logs = [move(TRANSFER, ERC20, ALICE, BOB, 3, index=0, block=7, time=None), *good_tail(1)]
-    out = decode.decode(logs, KINDS, block_times={})
-    assert_only_tail(out, 1)
+    assert "no timestamp" in assert_stops(logs, logs[0], block_times={})
 
 
 @pytest.mark.parametrize(
