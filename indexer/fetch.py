@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from . import decode
 from .chain import Chain
-from .errors import ChainMoved, ReorgTooDeep
+from .errors import ChainMoved, ReorgTooDeep, UnindexableLog
 from .follow import Reading, read_states
 from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
+from .upgrades import KindChange, by_kind, kind_changes
 from .writes import TokenState
 
 
@@ -37,6 +38,8 @@ class Fetched:
     addresses: frozenset[str]
     states: dict[str, Reading] = field(default_factory=dict)  # multiplier state at end
     kinds: dict[str, TokenKind] = field(default_factory=dict)  # the kinds the logs were decoded with
+    changes: list[KindChange] = field(default_factory=list)  # upgrades in place inside the range
+    raws: list[Wire] | None = None  # kept, undecoded, when decoding failed ahead of the cursor
 
 
 async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, TokenState], factories: list[str],
@@ -59,8 +62,31 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
         if end not in headers:  # below the reorg-reachable tail, where only the ends are read
             headers[end] = await chain.header(end)
     kinds = {a: t.info.kind for a, t in active.items()}
-    return Fetched(start, end, headers, decode_range(raws, active, factories, start, headers), len(raws),
-                   frozenset(addresses), at_end, kinds)
+    try:
+        decoded, changes = await decode_followed(chain, raws, active, factories, start, headers)
+    except UnindexableLog:
+        # Maybe only ahead of the cursor: a range before this one may upgrade a token (its kind
+        # then changes); apply decodes again with the kinds of that time and raises if still so.
+        return Fetched(start, end, headers, Decoded(), len(raws), frozenset(addresses), at_end, kinds, [], raws)
+    return Fetched(start, end, headers, decoded, len(raws), frozenset(addresses), at_end, kinds, changes)
+
+
+def merge(a: Decoded, b: Decoded) -> Decoded:
+    return Decoded(a.transfers + b.transfers, a.events + b.events, a.new_tokens + b.new_tokens)
+
+
+async def decode_followed(chain: Chain, raws: list[Wire], active: Mapping[str, TokenState], factories: list[str],
+                          start: int, headers: dict[int, Header]) -> tuple[Decoded, list[KindChange]]:
+    """Decode with each token's kind, and the kind changes of upgrades in place in the range
+    (upgrades.py): a token's logs after such an upgrade decode with its new kind."""
+    changes = await kind_changes(chain, raws, active)
+    if not changes:
+        return decode_range(raws, active, factories, start, headers), []
+    parts = [decode_range(part, kinds, factories if i == 0 else [], start, headers)
+             for i, (part, kinds) in enumerate(by_kind(raws, active, changes))]
+    order = sorted([t for p in parts for t in p.transfers], key=lambda t: (t.block_number, t.log_index))
+    events = sorted([e for p in parts for e in p.events], key=lambda e: (e.block_number, e.log_index))
+    return Decoded(order, events, [n for p in parts for n in p.new_tokens]), changes
 
 
 async def _nothing() -> dict[tuple[str, int], Reading]:

@@ -1,10 +1,11 @@
-"""One step of the pipeline for one chain: cursor -> target -> fetch -> decode -> fold -> store.
+"""One step of the pipeline for one chain: cursor -> target -> fetch (fetch.py: headers, logs,
+kinds after upgrades, decode) -> upgrades (convert) -> follow (multiplier) -> fold -> store.
 
 ``ChainSync.step(target)`` is the single code path of both the backfill and the daemon. It
 indexes the next range above the cursor (sized by ranges.RangeSizer from what the node answered
 so far) and commits it in one transaction, or, when the node's chain no longer contains the
-cursor's block, walks back to the common ancestor and rewinds to it. A reorg deeper than
-``max_reorg_depth`` raises ReorgTooDeep and changes nothing.
+cursor's block, walks back to the common ancestor and rewinds to it (ReorgTooDeep beyond
+``max_reorg_depth``, changing nothing).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from . import logs
 from .chain import Chain
 from .config import ChainConfig, Settings
 from .errors import ChainMoved, ConfigError
-from .fetch import Fetched, common_ancestor, decode_range, fetch_range, read_logs
+from .fetch import Fetched, common_ancestor, decode_followed, fetch_range, merge, read_logs
 from .follow import Follower, Reading
 from .ledger import fold
 from .models import Cursor, Decoded, Header
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
 from .tokens import announced_tokens, initial_multiplier, read_token
-from .upgrades import follow_upgrades
+from .upgrades import KindChange, follow_upgrades
 
 __all__ = ["ChainSync", "Fetched", "StepResult"]
 
@@ -64,10 +65,6 @@ class ChainSync:
         self.overlap = False  # commit batch N while preparing N+1 (backfill pipeline only)
         self._inflight: asyncio.Task[bool] | None = None
         self.follower = Follower(chain)
-
-    @property
-    def range_size(self) -> int:
-        return self.sizer.blocks
 
     @property
     def first_block(self) -> int:
@@ -114,12 +111,11 @@ class ChainSync:
         late = self._late(base)
         if late:
             return await self._catch_up(late, base, started)
-        end = min(target, start + self.range_size - 1)
-        return await self.apply(await self.fetch(start, end), started)
+        return await self.apply(await self.fetch(*self.plan(start, target)), started)
 
     def plan(self, start: int, target: int) -> tuple[int, int]:
         """The next range from ``start``, sized by what the node has accepted so far."""
-        return start, min(target, start + self.range_size - 1)
+        return start, min(target, start + self.sizer.blocks - 1)
 
     def _active(self, base: int, end: int) -> tuple[dict[str, TokenState], list[str]]:
         active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}
@@ -128,9 +124,8 @@ class ChainSync:
     async def fetch(self, start: int, end: int) -> Fetched:
         """The I/O-heavy half of a step, safe to run ahead of the cursor (prefetch): headers,
         logs and multiplier states of every token and factory active by then, for [start, end]
-        or, when the node's answer for that is too large, a shorter range from ``start``."""
-        # Tokens in step with the cursor, which a prefetch may run ahead of: their synced_block
-        # is the cursor's, not start - 1 (late tokens, behind the cursor, are fetched by apply).
+        or, when the node's answer for that is too large, a shorter range from ``start``. Tokens
+        in step with the cursor (which a prefetch runs ahead of) are synced to it, not start - 1."""
         base = self.cursor.block_number if self.cursor else self.first_block - 1
         active, factories = self._active(min(base, start - 1), end)
         return await fetch_range(self.chain, self.sizer, active, factories, start, end, self.head,
@@ -148,24 +143,29 @@ class ChainSync:
             depth, removed = await self._rewind_to_ancestor(cursor)
             return StepResult(start, end, reorg_depth=depth, removed=removed)
         active, factories = self._active(base, end)
-        decoded, n_logs = fetched.decoded, fetched.logs
+        decoded, n_logs, kinds = fetched.decoded, fetched.logs, fetched.changes
         # Tokens that became active after the prefetch, or whose kind changed since (an upgrade
         # in the range before): each token decodes on its own, so theirs are fetched again.
         stale = {a for a, t in active.items() if a in fetched.kinds and fetched.kinds[a] is not t.info.kind}
+        if fetched.raws is not None:  # decoding failed ahead of the cursor: again, with today's kinds
+            decoded, kinds = await decode_followed(
+                self.chain, fetched.raws, {a: t for a, t in active.items() if a in fetched.addresses},
+                [f for f in factories if f in fetched.addresses], start, fetched.headers)
+            stale = set()
         missing = [a for a in [*active, *factories] if a not in fetched.addresses or a in stale]
         if stale:
             decoded = Decoded([t for t in decoded.transfers if t.token not in stale],
-                              [e for e in decoded.events if e.token not in stale], decoded.new_tokens, decoded.skipped)
+                              [e for e in decoded.events if e.token not in stale], decoded.new_tokens)
+            kinds = [c for c in kinds if c.token not in stale]
         if missing:
             raws, _ = await read_logs(self.chain, missing, start, end, fetched.headers)
-            late = decode_range(raws, {a: t for a, t in active.items() if a in missing},
-                                [f for f in factories if f in missing], start, fetched.headers)
-            decoded = Decoded(decoded.transfers + late.transfers, decoded.events + late.events,
-                              decoded.new_tokens + late.new_tokens, decoded.skipped + late.skipped)
+            late, more = await decode_followed(self.chain, raws, {a: t for a, t in active.items() if a in missing},
+                                               [f for f in factories if f in missing], start, fetched.headers)
+            decoded, kinds = merge(decoded, late), kinds + more
             n_logs += len(raws)
         known = {a: r for a, r in fetched.states.items() if a not in stale}
         result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor,
-                                         given=(decoded, n_logs), known=known)
+                                         given=(decoded, n_logs, kinds), known=known)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
     async def _commit(self, batch: BatchWrite) -> None:
@@ -204,7 +204,7 @@ class ChainSync:
 
     async def _catch_up(self, late: dict[str, TokenState], base: int, started: float) -> StepResult:
         synced = next(iter(late.values())).synced_block
-        start, end = synced + 1, min(base, synced + self.range_size)
+        start, end = synced + 1, min(base, synced + self.sizer.blocks)
         headers = {h.number: h for h in await self.chain.headers(sorted({start, end}))}
         result = await self._index_range(late, [], synced, start, end, headers, None, move_cursor=False)
         log.info("token_catch_up", tokens=len(late), from_block=start, to_block=end, cursor=base)
@@ -213,22 +213,25 @@ class ChainSync:
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        given: tuple[Decoded, int] | None = None, known: dict[str, Reading] | None = None,
+        given: tuple[Decoded, int, list[KindChange]] | None = None, known: dict[str, Reading] | None = None,
     ) -> tuple[int, int, int, int]:
         """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
         given, decoded, with their count). Without ``move_cursor`` this is a late token's
         catch-up: the cursor stays."""
         if given is None:
             raws = (await read_logs(self.chain, list(active) + factories, start, end, headers))[0]
-            given = decode_range(raws, active, factories, start, headers), len(raws)
-        decoded, n_logs = given
-        new_states, extra, extra_logs = await self._discover(decoded, end, headers)
+            found, changed = await decode_followed(self.chain, raws, active, factories, start, headers)
+            given = found, len(raws), changed
+        decoded, n_logs, kinds = given
+        new_states, extra, extra_logs, more = await self._discover(decoded, end, headers)
         for state in new_states:
             active[state.info.address] = state
-        decoded = Decoded(decoded.transfers + extra.transfers, decoded.events + extra.events)
-        upgraded = await follow_upgrades(self.chain, self.store, self.chain_id, active, decoded, end, headers)
-        transfers = upgraded.decoded.transfers + upgraded.conversions
-        events = upgraded.decoded.events
+        decoded, kinds = merge(decoded, extra), kinds + more
+        if kinds:  # an upgrade converts the ledger as stored: the commit in flight must land first
+            await self.flush()
+        upgraded = await follow_upgrades(self.chain, self.store, self.chain_id, active, kinds, decoded)
+        transfers = decoded.transfers + upgraded.conversions
+        events = decoded.events
         changes, at_end = await self.follower.follow(active, base, end, events, headers, known,
                                                      lambda: {t.block_number: t.block_time for t in transfers},
                                                      upgraded.since)
@@ -247,7 +250,7 @@ class ChainSync:
             multiplier_changes=changes,
             multipliers=at_end,
             new_tokens=new_states,
-            kind_changes=[(k.token, k.block_number, k.before.value, k.after.value) for k in upgraded.kinds],
+            kind_changes=[(k.token, k.block_number, k.before.value, k.after.value) for k in kinds],
             keep_blocks=self.cfg.max_reorg_depth * 2,
         )
         await self._commit(batch)
@@ -256,20 +259,22 @@ class ChainSync:
             self.cursor = batch.cursor
         for address, state in active.items():
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
-        return n_logs + extra_logs + upgraded.logs, len(transfers), len(events), len(new_states)
+        return n_logs + extra_logs, len(transfers), len(events), len(new_states)
 
     async def _discover(
         self, decoded: Decoded, end: int, headers: dict[int, Header]
-    ) -> tuple[list[TokenState], Decoded, int]:
+    ) -> tuple[list[TokenState], Decoded, int, list[KindChange]]:
         """Tokens announced by a followed factory in this range: register them and fetch their
         logs from the announcing block to ``end`` so that nothing of theirs is missed."""
         states = await announced_tokens(self.chain, self.chain_id, decoded.new_tokens, set(self.tokens), end)
         if not states:
-            return [], Decoded(), 0
+            return [], Decoded(), 0, []
         first = min(s.info.start_block for s in states)
         raws, _ = await read_logs(self.chain, [s.info.address for s in states], first, end, headers)
         # each from its own announcing block (all at or above first)
-        return states, decode_range(raws, {s.info.address: s for s in states}, [], first - 1, headers), len(raws)
+        decoded, kinds = await decode_followed(self.chain, raws, {s.info.address: s for s in states}, [], first - 1,
+                                               headers)
+        return states, decoded, len(raws), kinds
 
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""
@@ -291,4 +296,3 @@ class ChainSync:
         log.warning("reorg", chain=self.cfg.name, depth=depth, ancestor=ancestor.block_number,
                     old_tip=cursor.block_number, transfers_removed=removed)
         return depth, removed
-

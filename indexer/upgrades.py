@@ -1,12 +1,12 @@
 """Upgrades followed: what a token is can change at a block (issue 11, case 3).
 
-Place in the pipeline: between fetch/decode and follow/ledger, for the ranges that contain an
-``Upgraded`` event of a followed proxy. The token's kind is asked again of the contract at the
-upgrade's block (an xStock answers getCurrentMultiplier). When a plain token became a share
-token there:
+Place in the pipeline: in fetch (before decode) and between decode and follow/ledger, for the
+ranges that contain an ``Upgraded`` log of a followed proxy. The token's kind is asked again of
+the contract at the upgrade's block (an xStock answers getCurrentMultiplier), before its logs
+are decoded (:func:`kind_changes`, :func:`by_kind`). When a plain token became a share token:
 
-- its logs after the Upgraded log are decoded again as a share token's (Transfer + TransferShares
-  pairs), those before it stay plain moves (shares = amount);
+- its logs after the Upgraded log are decoded as a share token's (Transfer + TransferShares
+  pairs), those before it as plain moves (shares = amount);
 - its share ledger is converted at the upgrade block to what the chain then answers: for every
   address that ever held it, ``sharesOf`` at that block minus the shares the ledger holds after
   the block's moves is written as one conversion row of transfer_log (tx_hash of the upgrade,
@@ -23,85 +23,109 @@ are not converted back: no such upgrade is known.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from . import calls, logs
 from .chain import Chain
-from .fetch import decode_range, read_logs
+from .decode import OTHER_EVENTS
 from .ledger import fold
-from .models import ZERO_ADDRESS, Decoded, Header, TokenEvent, TokenKind, Transfer
+from .models import ZERO_ADDRESS, Decoded, TokenKind, Transfer, Wire
 from .store import Store
 from .writes import TokenState
 
 log = logs.get("upgrades")
+UPGRADED_TOPIC = next(spec.topic for spec in OTHER_EVENTS if spec.name == "Upgraded")
 
 
 @dataclass(frozen=True)
 class KindChange:
     token: str
     block_number: int
+    log_index: int
+    tx_hash: str
+    block_time: int
     before: TokenKind
     after: TokenKind
 
 
 @dataclass
 class Upgraded:
-    """What the upgrades of one range change: the decoded moves, the conversion rows, the kind
-    changes, and the block each upgraded token's multiplier path starts at."""
+    """What the upgrades of one range change: the conversion rows and the block each upgraded
+    token's multiplier path starts at."""
 
-    decoded: Decoded
     conversions: list[Transfer]
-    kinds: list[KindChange]
     since: dict[str, int]
-    logs: int = 0
 
 
-async def follow_upgrades(chain: Chain, store: Store, chain_id: int, active: dict[str, TokenState],
-                          decoded: Decoded, end: int, headers: dict[int, Header]) -> Upgraded:
-    """Re-read the kind of every active token upgraded in this range; convert and re-decode the
-    ones that changed. ``active`` is updated with the new kinds."""
-    out = Upgraded(decoded, [], [], {})
-    seen: set[str] = set()
-    for event in decoded.events:
-        state = active.get(event.token)
-        if event.name != "Upgraded" or state is None or event.token in seen:
+async def kind_changes(chain: Chain, raws: Sequence[Wire], active: Mapping[str, TokenState]) -> list[KindChange]:
+    """Every Upgraded log of an active token after which the contract answers as another kind
+    (asked at the upgrade's block), in chain order."""
+    kinds = {a: t.info.kind for a, t in active.items()}
+    out: list[KindChange] = []
+    for r in raws:
+        topics = r.get("topics") or []
+        token = str(r.get("address", "")).lower()
+        if not topics or str(topics[0]).lower() != UPGRADED_TOPIC or token not in kinds:
             continue
-        answer = await chain.call(event.token, calls.GET_CURRENT_MULTIPLIER, event.block_number)
+        block = int(r["blockNumber"], 16)
+        answer = await chain.call(token, calls.GET_CURRENT_MULTIPLIER, block)
         kind = TokenKind.XSTOCK if calls.as_multiplier(answer) is not None else TokenKind.ERC20
-        if kind is state.info.kind:
+        if kind is kinds[token]:
             continue
-        seen.add(event.token)
-        out.kinds.append(KindChange(event.token, event.block_number, state.info.kind, kind))
-        active[event.token] = replace(state, info=replace(state.info, kind=kind))
-        log.warning("token_kind_changed", token=event.token, block=event.block_number,
-                    before=state.info.kind.value, after=kind.value)
-        if kind is TokenKind.XSTOCK:
-            await _to_shares(chain, store, chain_id, active[event.token], event, out, end, headers)
+        ts = r.get("blockTimestamp")
+        out.append(KindChange(token, block, int(r["logIndex"], 16), str(r["transactionHash"]).lower(),
+                              int(ts, 16) if ts else 0, kinds[token], kind))
+        kinds[token] = kind
+        log.warning("token_kind_changed", token=token, block=block, before=out[-1].before.value, after=kind.value)
     return out
 
 
-async def _to_shares(chain: Chain, store: Store, chain_id: int, state: TokenState, upgrade: TokenEvent,
-                     out: Upgraded, end: int, headers: dict[int, Header]) -> None:
-    token, u = upgrade.token, upgrade.block_number
-    after = (u, upgrade.log_index)
-    raws, _ = await read_logs(chain, [token], u, end, headers)
-    raws = [r for r in raws if (int(r["blockNumber"], 16), int(r["logIndex"], 16)) > after]
-    again = decode_range(raws, {token: state}, [], u - 1, headers)
-    moves = [t for t in out.decoded.transfers if t.token != token or (t.block_number, t.log_index) < after]
-    moves += again.transfers
-    moves.sort(key=lambda t: (t.block_number, t.log_index))
-    out.decoded = Decoded(moves, out.decoded.events, out.decoded.new_tokens, out.decoded.skipped + again.skipped)
-    out.logs += len(raws)
-    out.since[token] = u
-    out.conversions += await _conversions(chain, store, chain_id, token, upgrade, moves)
+def by_kind(raws: Sequence[Wire], active: Mapping[str, TokenState],
+            changes: Sequence[KindChange]) -> list[tuple[list[Wire], dict[str, TokenState]]]:
+    """The logs split into groups each decoded with one kind per token: the first group has
+    every log before its token's first change (and every other token's), each later group a
+    changed token's logs between two changes, with the kind after the first of them."""
+    cuts: dict[str, list[KindChange]] = {}
+    for c in changes:
+        cuts.setdefault(c.token, []).append(c)
+    groups: dict[tuple[str, int], list[Wire]] = {}
+    first: list[Wire] = []
+    for r in raws:
+        token = str(r.get("address", "")).lower()
+        mine = cuts.get(token)
+        if not mine:
+            first.append(r)
+            continue
+        at = (int(r["blockNumber"], 16), int(r["logIndex"], 16))
+        passed = sum(1 for c in mine if (c.block_number, c.log_index) < at)
+        (groups.setdefault((token, passed), []) if passed else first).append(r)
+    out = [(first, dict(active))]
+    for (token, passed), part in groups.items():
+        state = active[token]
+        out.append((part, {token: replace(state, info=replace(state.info, kind=cuts[token][passed - 1].after))}))
+    return out
 
 
-async def _conversions(chain: Chain, store: Store, chain_id: int, token: str, upgrade: TokenEvent,
+async def follow_upgrades(chain: Chain, store: Store, chain_id: int, active: dict[str, TokenState],
+                          changes: Sequence[KindChange], decoded: Decoded) -> Upgraded:
+    """Apply the kind changes of a range: ``active`` gets the new kinds, a token that became a
+    share token gets its holders converted at the upgrade block."""
+    out = Upgraded([], {})
+    for c in changes:
+        state = active[c.token]
+        active[c.token] = replace(state, info=replace(state.info, kind=c.after))
+        if c.after is TokenKind.XSTOCK and c.before is TokenKind.ERC20:
+            out.since[c.token] = c.block_number
+            out.conversions += await _conversions(chain, store, chain_id, c, decoded.transfers)
+    return out
+
+
+async def _conversions(chain: Chain, store: Store, chain_id: int, c: KindChange,
                        moves: list[Transfer]) -> list[Transfer]:
     """One row per holder whose ledger shares after the upgrade block differ from the chain's
     ``sharesOf`` at that block."""
-    u = upgrade.block_number
+    token, u = c.token, c.block_number
     rows = await store.fetch("SELECT holder, shares FROM share_balances WHERE chain_id = $1 AND token = $2",
                              chain_id, token)
     ledger: dict[str, int] = {r["holder"]: int(r["shares"]) for r in rows}
@@ -109,17 +133,13 @@ async def _conversions(chain: Chain, store: Store, chain_id: int, token: str, up
         ledger[holder] = ledger.get(holder, 0) + moved.shares
     holders = sorted(ledger)
     answers = await chain.call_many([(token, calls.shares_of(h)) for h in holders], u)
+    time = c.block_time or (await chain.header(u)).timestamp
     rows_out: list[Transfer] = []
     for holder, answer in zip(holders, answers, strict=True):
         delta = (calls.as_uint(answer) or 0) - ledger[holder]
         if delta == 0:
             continue
         frm, to = (ZERO_ADDRESS, holder) if delta > 0 else (holder, ZERO_ADDRESS)
-        rows_out.append(Transfer(token, u, upgrade.block_time, upgrade.tx_hash, -1 - len(rows_out), frm, to, 0,
-                                 abs(delta)))
+        rows_out.append(Transfer(token, u, time, c.tx_hash, -1 - len(rows_out), frm, to, 0, abs(delta)))
     log.info("shares_converted", token=token, block=u, holders=len(holders), rows=len(rows_out))
     return rows_out
-
-
-def kinds_of(active: Mapping[str, TokenState]) -> dict[str, TokenKind]:
-    return {a: t.info.kind for a, t in active.items()}
