@@ -91,6 +91,7 @@ class RpcProxy:
                 return web.Response(status=500)
         payload = json.loads(body)
         items = payload if isinstance(payload, list) else [payload]
+        self.stats.update(f"method:{item.get('method')}" for item in items if isinstance(item, dict))
         refused = [self._refuse(item) for item in items]
         if any(refused):
             if isinstance(payload, list):
