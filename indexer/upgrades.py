@@ -63,10 +63,10 @@ async def kind_changes(chain: Chain, raws: Sequence[Wire], active: Mapping[str, 
     (asked at the upgrade's block), in chain order."""
     kinds = {a: t.info.kind for a, t in active.items()}
     out: list[KindChange] = []
-    for r in raws:
-        topics = r.get("topics") or []
+    topic = UPGRADED_TOPIC  # nodes send topics in lowercase hex; one comparison per log (hot path)
+    for r in [r for r in raws if (t := r.get("topics")) and t[0] == topic]:
         token = str(r.get("address", "")).lower()
-        if not topics or str(topics[0]).lower() != UPGRADED_TOPIC or token not in kinds:
+        if token not in kinds:
             continue
         block = int(r["blockNumber"], 16)
         answer = await chain.call(token, calls.GET_CURRENT_MULTIPLIER, block)
