@@ -83,6 +83,16 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 COMMENT ON TABLE tokens IS 'Every followed token: from the config or announced by a followed factory. Counters and the multiplier are as of synced_block.';
 
+CREATE TABLE IF NOT EXISTS token_kinds (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    block_number  bigint NOT NULL,
+    kind_before   text NOT NULL CHECK (kind_before IN ('xstock', 'erc20')),
+    kind          text NOT NULL CHECK (kind IN ('xstock', 'erc20')),
+    PRIMARY KEY (chain_id, token, block_number)
+);
+COMMENT ON TABLE token_kinds IS 'What a token is from block_number on, when an upgrade in place (Upgraded) changed it: a plain token (erc20) that became a share token (xstock) is indexed by shares from that block, its holders converted to the shares the chain then answers (rows of transfer_log with a negative log_index and amount_raw 0). tokens.kind is the kind at the indexed block.';
+
 CREATE TABLE IF NOT EXISTS transfer_log (
     chain_id      bigint NOT NULL,
     token         text NOT NULL,

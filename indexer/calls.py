@@ -21,10 +21,23 @@ SYMBOL = selector("symbol()")
 NAME = selector("name()")
 DECIMALS = selector("decimals()")
 _BALANCE_OF = selector("balanceOf(address)")
+_SHARES_OF = selector("sharesOf(address)")
+
+# The multiplier's whole state (multiplier.State), in this order; lastFeeTime() is how our
+# first contract version named lastTimeFeeApplied().
+STATE_VIEWS = (
+    GET_CURRENT_MULTIPLIER, selector("multiplier()"), selector("newMultiplier()"),
+    selector("newMultiplierActivationTime()"), selector("hasPendingSchedule()"), selector("feePerPeriod()"),
+    selector("periodLength()"), selector("lastTimeFeeApplied()"), selector("lastFeeTime()"),
+)
 
 
 def balance_of(holder: str) -> str:
     return _BALANCE_OF + holder[2:].lower().rjust(64, "0")
+
+
+def shares_of(holder: str) -> str:
+    return _SHARES_OF + holder[2:].lower().rjust(64, "0")
 
 
 def as_uint(answer: bytes | None) -> int | None:

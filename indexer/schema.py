@@ -51,14 +51,15 @@ STEPS: tuple[Step, ...] = (
     Step(1, "releases before recorded versions (schema.sql applied whole at every start)"),
     Step(2, "schema_version; writer locks as tables only the owner can lock; flag notes and "
             "acknowledgement; a token's own set-up no longer opens privileged_change; holder counts kept "
-            "by triggers (holders are balances > 0); a reconcile beside an import waits for it",
+            "by triggers (holders are balances > 0); a reconcile beside an import waits for it; "
+            "token_kinds (upgrades in place)",
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "ce152bf74a86a1db07beb175a7949a8861d107c7e98081fc93e7943a25c76cdb"
+SCHEMA_SHA256 = "b09b3afefcb6314ad2ad964be6e2632572c0d956d73ff8bad530082e2be1e1b9"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

@@ -1,49 +1,35 @@
-"""One step of the pipeline for one chain: cursor -> target -> fetch -> decode -> fold -> store.
+"""One step of the pipeline for one chain: cursor -> target -> fetch (fetch.py: headers, logs,
+kinds after upgrades, decode) -> upgrades (convert) -> follow (multiplier) -> fold -> store.
 
 ``ChainSync.step(target)`` is the single code path of both the backfill and the daemon. It
 indexes the next range above the cursor (sized by ranges.RangeSizer from what the node answered
 so far) and commits it in one transaction, or, when the node's chain no longer contains the
-cursor's block, walks back to the common ancestor and rewinds to it. A reorg deeper than
-``max_reorg_depth`` raises ReorgTooDeep and changes nothing.
+cursor's block, walks back to the common ancestor and rewinds to it (ReorgTooDeep beyond
+``max_reorg_depth``, changing nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from . import decode, logs
+from . import logs
 from .chain import Chain
 from .config import ChainConfig, Settings
-from .errors import ChainMoved, ConfigError, NodeBehind, ReorgTooDeep
+from .errors import ChainMoved, ConfigError, NodeBehind
+from .fetch import Fetched, common_ancestor, decode_followed, fetch_range, merge, read_logs
+from .follow import Follower, Reading
 from .ledger import fold
-from .models import (
-    Cursor,
-    Decoded,
-    Header,
-    TokenKind,
-    Wire,
-)
+from .models import Cursor, Decoded, Header
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
-from .tokens import announced_tokens, initial_multiplier, multipliers, multipliers_at, read_token
+from .tokens import announced_tokens, initial_multiplier, read_token
+from .upgrades import KindChange, follow_upgrades
+
+__all__ = ["ChainSync", "Fetched", "StepResult"]
 
 log = logs.get("sync")
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A prefetched range: headers (ends and the reorg-reachable tail) and its logs, decoded
-    as soon as they arrived (a decoded move takes a fifth of the memory of its JSON)."""
-
-    start: int
-    end: int
-    headers: dict[int, Header]
-    decoded: Decoded
-    logs: int
-    addresses: frozenset[str]
-    multipliers: dict[str, bytes | None] = field(default_factory=dict)  # getCurrentMultiplier at end
 
 
 @dataclass(frozen=True)
@@ -78,10 +64,7 @@ class ChainSync:
         self.cursor: Cursor | None = None
         self.overlap = False  # commit batch N while preparing N+1 (backfill pipeline only)
         self._inflight: asyncio.Task[bool] | None = None
-
-    @property
-    def range_size(self) -> int:
-        return self.sizer.blocks
+        self.follower = Follower(chain)
 
     @property
     def first_block(self) -> int:
@@ -128,47 +111,25 @@ class ChainSync:
         late = self._late(base)
         if late:
             return await self._catch_up(late, base, started)
-        end = min(target, start + self.range_size - 1)
-        return await self.apply(await self.fetch(start, end), started)
+        return await self.apply(await self.fetch(*self.plan(start, target)), started)
 
     def plan(self, start: int, target: int) -> tuple[int, int]:
         """The next range from ``start``, sized by what the node has accepted so far."""
-        return start, min(target, start + self.range_size - 1)
+        return start, min(target, start + self.sizer.blocks - 1)
 
     def _active(self, base: int, end: int) -> tuple[dict[str, TokenState], list[str]]:
         active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}
         return active, [f for f, s in self.factories.items() if s <= end]
 
     async def fetch(self, start: int, end: int) -> Fetched:
-        """The I/O-heavy half of a step, safe to run ahead of the cursor (prefetch): headers and
-        the logs of every token and factory active by then, for [start, end] or, when the node's
-        answer for that is too large, a shorter range from ``start`` (``Fetched.end`` says)."""
-        # Tokens in step with the cursor, which a prefetch may run ahead of: their synced_block
-        # is the cursor's, not start - 1 (late tokens, behind the cursor, are fetched by apply).
+        """The I/O-heavy half of a step, safe to run ahead of the cursor (prefetch): headers,
+        logs and multiplier states of every token and factory active by then, for [start, end]
+        or, when the node's answer for that is too large, a shorter range from ``start``. Tokens
+        in step with the cursor (which a prefetch runs ahead of) are synced to it, not start - 1."""
         base = self.cursor.block_number if self.cursor else self.first_block - 1
         active, factories = self._active(min(base, start - 1), end)
-        headers = await self._headers(start, end)
-        addresses = [*active, *factories]
-        asked = end
-        # The multipliers at the range's end are read beside its logs (kept if the range is not cut).
-        xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
-        (raws, end), answers = await asyncio.gather(self._logs(addresses, start, end, headers, sized=True),
-                                                    multipliers_at(self.chain, xstocks, end))
-        at_end = dict(zip(xstocks, answers, strict=True))
-        if end < asked:
-            at_end = {}
-            headers = {n: h for n, h in headers.items() if n <= end}
-            if end not in headers:  # below the reorg-reachable tail, where only the ends are read
-                headers[end] = await self.chain.header(end)
-        return Fetched(start, end, headers, self._decode(raws, active, factories, start, headers), len(raws),
-                       frozenset(addresses), at_end)
-
-    @staticmethod
-    def _decode(raws: list[Wire], active: dict[str, TokenState], factories: list[str], start: int,
-                headers: dict[int, Header]) -> Decoded:
-        kinds = {a: t.info.kind for a, t in active.items()}
-        starts = {a: t.info.start_block for a, t in active.items() if t.info.start_block > start}
-        return decode.decode(raws, kinds, factories, _times(headers), starts)
+        return await fetch_range(self.chain, self.sizer, active, factories, start, end, self.head,
+                                 self.cfg.max_reorg_depth)
 
     async def apply(self, fetched: Fetched, started: float | None = None) -> StepResult:
         """The in-order half: check the range still continues the cursor (else rewind), decode,
@@ -182,17 +143,29 @@ class ChainSync:
             depth, removed = await self._rewind_to_ancestor(cursor)
             return StepResult(start, end, reorg_depth=depth, removed=removed)
         active, factories = self._active(base, end)
-        decoded, n_logs = fetched.decoded, fetched.logs
-        missing = [a for a in [*active, *factories] if a not in fetched.addresses]
-        if missing:  # tokens that became active after the prefetch (each token decodes on its own)
-            raws, _ = await self._logs(missing, start, end, fetched.headers)
-            late = self._decode(raws, {a: t for a, t in active.items() if a in missing},
-                                [f for f in factories if f in missing], start, fetched.headers)
-            decoded = Decoded(decoded.transfers + late.transfers, decoded.events + late.events,
-                              decoded.new_tokens + late.new_tokens, decoded.skipped + late.skipped)
+        decoded, n_logs, kinds = fetched.decoded, fetched.logs, fetched.changes
+        # Tokens that became active after the prefetch, or whose kind changed since (an upgrade
+        # in the range before): each token decodes on its own, so theirs are fetched again.
+        stale = {a for a, t in active.items() if a in fetched.kinds and fetched.kinds[a] is not t.info.kind}
+        if fetched.raws is not None:  # decoding failed ahead of the cursor: again, with today's kinds
+            decoded, kinds = await decode_followed(
+                self.chain, fetched.raws, {a: t for a, t in active.items() if a in fetched.addresses},
+                [f for f in factories if f in fetched.addresses], start, fetched.headers)
+            stale = set()
+        missing = [a for a in [*active, *factories] if a not in fetched.addresses or a in stale]
+        if stale:
+            decoded = Decoded([t for t in decoded.transfers if t.token not in stale],
+                              [e for e in decoded.events if e.token not in stale], decoded.new_tokens)
+            kinds = [c for c in kinds if c.token not in stale]
+        if missing:
+            raws, _ = await read_logs(self.chain, missing, start, end, fetched.headers)
+            late, more = await decode_followed(self.chain, raws, {a: t for a, t in active.items() if a in missing},
+                                               [f for f in factories if f in missing], start, fetched.headers)
+            decoded, kinds = merge(decoded, late), kinds + more
             n_logs += len(raws)
+        known = {a: r for a, r in fetched.states.items() if a not in stale}
         result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor,
-                                         given=(decoded, n_logs), known=fetched.multipliers)
+                                         given=(decoded, n_logs, kinds), known=known)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
     async def _commit(self, batch: BatchWrite) -> None:
@@ -215,6 +188,7 @@ class ChainSync:
         overlapped commit, the optimistic state may be ahead of what was stored)."""
         self.cursor = await self.store.cursor(self.chain_id)
         self.tokens = await self.store.tokens(self.chain_id)
+        self.follower.forget()
 
     def has_late_tokens(self, base: int) -> bool:
         return bool(self._late(base))
@@ -230,41 +204,37 @@ class ChainSync:
 
     async def _catch_up(self, late: dict[str, TokenState], base: int, started: float) -> StepResult:
         synced = next(iter(late.values())).synced_block
-        start, end = synced + 1, min(base, synced + self.range_size)
+        start, end = synced + 1, min(base, synced + self.sizer.blocks)
         headers = {h.number: h for h in await self.chain.headers(sorted({start, end}))}
         result = await self._index_range(late, [], synced, start, end, headers, None, move_cursor=False)
         log.info("token_catch_up", tokens=len(late), from_block=start, to_block=end, cursor=base)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
-    async def _headers(self, start: int, end: int) -> dict[int, Header]:
-        """Headers of the range's ends and of every block within reorg reach of the head,
-        checked to link up; a gap in that chain means the node moved while we read."""
-        unsafe_from = max(start, self.head - self.cfg.max_reorg_depth + 1)
-        numbers = sorted({start, end, *range(unsafe_from, end + 1)})
-        headers = {h.number: h for h in await self.chain.headers(numbers)}
-        for n in numbers:
-            if n - 1 in headers and headers[n].parent_hash != headers[n - 1].hash:
-                raise ChainMoved(f"block {n} does not link to block {n - 1}: the chain moved while reading")
-        return headers
-
     async def _index_range(
         self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
         headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        given: tuple[Decoded, int] | None = None, known: dict[str, bytes | None] | None = None,
+        given: tuple[Decoded, int, list[KindChange]] | None = None, known: dict[str, Reading] | None = None,
     ) -> tuple[int, int, int, int]:
         """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
         given, decoded, with their count). Without ``move_cursor`` this is a late token's
         catch-up: the cursor stays."""
         if given is None:
-            raws = (await self._logs(list(active) + factories, start, end, headers))[0]
-            given = self._decode(raws, active, factories, start, headers), len(raws)
-        decoded, n_logs = given
-        new_states, extra, extra_logs = await self._discover(decoded, end, headers)
+            raws = (await read_logs(self.chain, list(active) + factories, start, end, headers))[0]
+            found, changed = await decode_followed(self.chain, raws, active, factories, start, headers)
+            given = found, len(raws), changed
+        decoded, n_logs, kinds = given
+        new_states, extra, extra_logs, more = await self._discover(decoded, end, headers)
         for state in new_states:
             active[state.info.address] = state
-        transfers = decoded.transfers + extra.transfers
-        events = decoded.events + extra.events
-        changes, at_end = await multipliers(self.chain, active, base, end, events, headers, known)
+        decoded, kinds = merge(decoded, extra), kinds + more
+        if kinds:  # an upgrade converts the ledger as stored: the commit in flight must land first
+            await self.flush()
+        upgraded = await follow_upgrades(self.chain, self.store, self.chain_id, active, kinds, decoded)
+        transfers = decoded.transfers + upgraded.conversions
+        events = decoded.events
+        changes, at_end = await self.follower.follow(active, base, end, events, headers, known,
+                                                     lambda: {t.block_number: t.block_time for t in transfers},
+                                                     upgraded.since)
         end_header = headers[end]
         batch = BatchWrite(
             chain_id=self.chain_id,
@@ -280,6 +250,7 @@ class ChainSync:
             multiplier_changes=changes,
             multipliers=at_end,
             new_tokens=new_states,
+            kind_changes=[(k.token, k.block_number, k.before.value, k.after.value) for k in kinds],
             keep_blocks=self.cfg.max_reorg_depth * 2,
         )
         await self._commit(batch)
@@ -290,79 +261,40 @@ class ChainSync:
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
         return n_logs + extra_logs, len(transfers), len(events), len(new_states)
 
-    async def _logs(self, addresses: list[str], start: int, end: int, headers: dict[int, Header],
-                    sized: bool = False) -> tuple[list[Wire], int]:
-        """Logs of ``addresses`` in [start, end], and ``end``; ``sized``: the range's own request,
-        which may come back shorter (see Chain.logs_from) and sizes the next range. Logs in blocks
-        whose headers we hold must carry those headers' hashes (else the chain moved while we
-        read); blocks whose logs come without blockTimestamp get their headers fetched for the
-        time."""
-        topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
-        if sized:
-            raws, end = await self.chain.logs_from(addresses, topics, start, end, self.sizer)
-        else:
-            raws = await self.chain.get_logs(addresses, topics, start, end)
-        by_number = {hex(n): h.hash for n, h in headers.items()}
-        untimed = set()
-        for r in raws:
-            number = r.get("blockNumber")
-            known = by_number.get(number)  # type: ignore[arg-type]
-            if known is not None and known != str(r.get("blockHash", "")).lower():
-                raise ChainMoved(f"a log in block {number} has hash {str(r.get('blockHash'))[:10]}, "
-                                 f"its header says {known[:10]}")
-            if not r.get("blockTimestamp"):
-                untimed.add(number)
-        missing = sorted({int(n, 16) for n in untimed if isinstance(n, str)} - set(headers))
-        if missing:
-            headers.update({h.number: h for h in await self.chain.headers(missing)})
-        return raws, end
-
     async def _discover(
         self, decoded: Decoded, end: int, headers: dict[int, Header]
-    ) -> tuple[list[TokenState], Decoded, int]:
+    ) -> tuple[list[TokenState], Decoded, int, list[KindChange]]:
         """Tokens announced by a followed factory in this range: register them and fetch their
         logs from the announcing block to ``end`` so that nothing of theirs is missed."""
         states = await announced_tokens(self.chain, self.chain_id, decoded.new_tokens, set(self.tokens), end)
         if not states:
-            return [], Decoded(), 0
+            return [], Decoded(), 0, []
         first = min(s.info.start_block for s in states)
-        raws, _ = await self._logs([s.info.address for s in states], first, end, headers)
+        raws, _ = await read_logs(self.chain, [s.info.address for s in states], first, end, headers)
         # each from its own announcing block (all at or above first)
-        return states, self._decode(raws, {s.info.address: s for s in states}, [], first - 1, headers), len(raws)
+        decoded, kinds = await decode_followed(self.chain, raws, {s.info.address: s for s in states}, [], first - 1,
+                                               headers)
+        return states, decoded, len(raws), kinds
 
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""
         if cursor.block_number > self.head:
-            raise NodeBehind(
-                f"chain {self.cfg.name}: the node's head is block {self.head}, below block {cursor.block_number} "
-                "this database is indexed to: the node is behind the database (a wrong node, a node that lost "
-                "its state, or a reorg deeper than the node holds)")
+            raise NodeBehind(f"chain {self.cfg.name}: the node's head is block {self.head}, below block "
+                             f"{cursor.block_number} this database is indexed to: the node is behind the database (a "
+                             "wrong node, a node that lost its state, or a reorg deeper than the node holds)")
         if (await self.chain.header(cursor.block_number)).hash == cursor.block_hash:
             return 0, 0
         return await self._rewind_to_ancestor(cursor)
 
     async def _rewind_to_ancestor(self, cursor: Cursor) -> tuple[int, int]:
         await self.flush()
-        lowest = cursor.block_number - self.cfg.max_reorg_depth
-        stored = await self.store.recent_hashes(self.chain_id, lowest)
-        numbers = sorted((n for n in stored if n <= min(cursor.block_number, self.head)), reverse=True)
-        on_chain = {h.number: h for h in await self.chain.headers(numbers)} if numbers else {}
-        for n in numbers:
-            if on_chain[n].hash == stored[n]:
-                ancestor = Cursor(n, stored[n], on_chain[n].timestamp)
-                break
-        else:
-            raise ReorgTooDeep(
-                f"chain {self.cfg.name}: reorg deeper than max_reorg_depth={self.cfg.max_reorg_depth}: "
-                f"no stored block from {lowest} to {cursor.block_number} is on the node's chain; nothing changed")
+        stored = await self.store.recent_hashes(self.chain_id, cursor.block_number - self.cfg.max_reorg_depth)
+        ancestor = await common_ancestor(self.chain, stored, cursor, self.head, self.cfg.name, self.cfg.max_reorg_depth)
         depth = cursor.block_number - ancestor.block_number
         removed = await self.store.rewind(self.chain_id, ancestor, self.tokens)
+        self.follower.forget()
         self.cursor = ancestor
         self.tokens = await self.store.tokens(self.chain_id)
         log.warning("reorg", chain=self.cfg.name, depth=depth, ancestor=ancestor.block_number,
                     old_tip=cursor.block_number, transfers_removed=removed)
         return depth, removed
-
-
-def _times(headers: dict[int, Header]) -> dict[int, int]:
-    return {n: h.timestamp for n, h in headers.items()}

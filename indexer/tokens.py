@@ -33,10 +33,36 @@ async def read_token(
         return None
     sym = symbol or calls.as_text(answers[0]) or address[:10]
     kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+    if isinstance(block, str) or block > start_block:
+        kind = await kind_at_start(chain, address, start_block, kind)
     decimals = calls.as_uint(answers[2])
     return TokenInfo(chain_id, address, sym, calls.as_text(answers[1]) or sym,
                      underlying or underlying_of(sym), 18 if decimals is None else decimals,
                      kind, start_block, source)
+
+async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind) -> TokenKind:
+    """The kind of the token when it is first indexed: at ``start`` or, when its code was
+    deployed later, at the block it was (found by bisection on eth_getCode: about log2(head)
+    calls, once per token). An upgrade after that changes the kind at its block (upgrades.py);
+    without historical state the kind answered now is kept."""
+    try:
+        block = start
+        if not await _has_code(chain, address, start):
+            lo, hi = start, await chain.head()  # no code at lo, code at hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if await _has_code(chain, address, mid) else (mid, hi)
+            block = hi
+        answer = await chain.call(address, calls.GET_CURRENT_MULTIPLIER, block)
+    except StateUnavailable:
+        return latest
+    return TokenKind.XSTOCK if calls.as_multiplier(answer) is not None else TokenKind.ERC20
+
+
+async def _has_code(chain: Chain, address: str, block: int) -> bool:
+    code = await chain.rpc.request("eth_getCode", [address, hex(block)])
+    return bool(code) and code != "0x"
+
 
 async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
     """The multiplier in force just before the token's start block (1e18 without the state)."""
@@ -82,17 +108,17 @@ async def multipliers_at(chain: Chain, xstocks: list[str], block: int) -> list[b
 
 async def multipliers(
     chain: Chain, active: dict[str, TokenState], base: int, end: int,
-    events: list[TokenEvent], headers: dict[int, Header], known: Mapping[str, bytes | None] | None = None,
+    events: list[TokenEvent], headers: dict[int, Header], known: Mapping[str, int | None] | None = None,
 ) -> tuple[list[MultiplierChange], dict[str, int]]:
-    """Multiplier in force at ``end`` for every xStock, and every change inside the range,
-    found where it took effect (silent activations included)."""
+    """Multiplier in force at ``end`` for every xStock, and every change inside the range, by
+    bisecting getCurrentMultiplier between the event values: the fallback of follow.py for a
+    token whose state views it cannot model (``known``: values at ``end`` already read)."""
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
     if not xstocks:
         return [], {}
-    read = dict(known or {})
+    read: dict[str, int | None] = {a: v for a, v in (known or {}).items() if v is not None}
     asked = [a for a in xstocks if a not in read]
-    read.update(zip(asked, await multipliers_at(chain, asked, end), strict=True))
-    answers = [read[a] for a in xstocks]
+    read.update(zip(asked, [calls.as_multiplier(x) for x in await multipliers_at(chain, asked, end)], strict=True))
     from_events = event_samples(events)
     changes: list[MultiplierChange] = []
     at_end: dict[str, int] = {}
@@ -102,12 +128,12 @@ async def multipliers(
             headers[n] = await chain.header(n)
         return headers[n].timestamp
 
-    for address, answer in zip(xstocks, answers, strict=True):
+    for address in xstocks:
         state = active[address]
         lo = max(base, state.synced_block)
         seen = from_events.get(address, {})
         samples = [(lo, state.multiplier), *sorted((b, v) for b, v in seen.items() if lo < b < end)]
-        value = calls.as_multiplier(answer)
+        value = read.get(address)
         if value is None:
             value = seen.get(end, samples[-1][1])
         samples.append((end, value))

@@ -75,6 +75,7 @@ class BatchWrite:
     new_tokens: list[TokenState] = field(default_factory=list)
     keep_blocks: int = 128
     expect_synced: int | None = None  # catch-up: the tokens' synced_block before this batch
+    kind_changes: list[tuple[str, int, str, str]] = field(default_factory=list)  # token, block, before, after
 
 
 async def insert_tokens(conn: asyncpg.Connection, tokens: Sequence[TokenState]) -> None:
@@ -121,6 +122,12 @@ async def write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
             [(chain_id, e.token, e.block_number, ts(e.block_time), e.tx_hash, e.log_index, e.name,
               orjson.dumps(e.args).decode()) for e in b.events])
     await apply_ledger(conn, chain_id, b.ledger)
+    for token, block, before, after in b.kind_changes:  # an upgrade in place (upgrades.py)
+        await conn.execute(
+            """INSERT INTO token_kinds (chain_id, token, block_number, kind_before, kind) VALUES ($1,$2,$3,$4,$5)
+               ON CONFLICT (chain_id, token, block_number) DO UPDATE SET kind = EXCLUDED.kind""",
+            chain_id, token, block, before, after)
+        await conn.execute("UPDATE tokens SET kind = $3 WHERE chain_id = $1 AND token = $2", chain_id, token, after)
     if b.multiplier_changes:
         await conn.executemany(
             """INSERT INTO multiplier_changes (chain_id, token, block_number, block_time, multiplier, source)
@@ -226,7 +233,12 @@ async def rewind_to(conn: asyncpg.Connection, chain_id: int, ancestor: Cursor, t
                (SELECT max(block_number) FROM transfer_log l WHERE l.chain_id = b.chain_id
                   AND l.token = b.token AND l.to_address = b.holder)), 0)
             WHERE b.chain_id = $1 AND b.updated_block > $2""", chain_id, a)
-    for table in ("token_events", "multiplier_changes", "recent_blocks"):
+    await conn.execute(
+        """UPDATE tokens t SET kind = k.kind_before
+             FROM (SELECT DISTINCT ON (token) token, kind_before FROM token_kinds
+                    WHERE chain_id = $1 AND block_number > $2 ORDER BY token, block_number) k
+            WHERE t.chain_id = $1 AND t.token = k.token""", chain_id, a)
+    for table in ("token_events", "multiplier_changes", "recent_blocks", "token_kinds"):
         await conn.execute(f"DELETE FROM {table} WHERE chain_id = $1 AND block_number > $2", chain_id, a)
     orphans = [r["token"] for r in await conn.fetch(
         "SELECT token FROM tokens WHERE chain_id = $1 AND source LIKE 'factory:%' AND start_block > $2",

@@ -104,6 +104,7 @@ class RpcProxy:
                 return web.Response(status=500)
         payload = json.loads(body)
         items = payload if isinstance(payload, list) else [payload]
+        self.stats.update(f"method:{item.get('method')}" for item in items if isinstance(item, dict))
         trouble = await self._trouble(payload, items)
         if trouble is not None:
             return web.json_response(trouble)
