@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS transfer_log (
 );
 CREATE INDEX IF NOT EXISTS transfer_log_from ON transfer_log (chain_id, token, from_address, block_number);
 CREATE INDEX IF NOT EXISTS transfer_log_to ON transfer_log (chain_id, token, to_address, block_number);
-COMMENT ON TABLE transfer_log IS 'Storage behind the transfers view: one row per Transfer (+TransferShares) pair.';
+COMMENT ON TABLE transfer_log IS 'Storage behind the transfers view: one row per Transfer (+TransferShares) pair, plus the conversion rows of an upgrade in place (negative log_index, amount_raw 0; see token_kinds).';
 
 CREATE TABLE IF NOT EXISTS share_balances (
     chain_id       bigint NOT NULL,

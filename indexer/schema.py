@@ -59,7 +59,7 @@ CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "b09b3afefcb6314ad2ad964be6e2632572c0d956d73ff8bad530082e2be1e1b9"
+SCHEMA_SHA256 = "5d0c840b2482ef2252a74eeaa8c2badd31233969acf804f0f68972809df2617c"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,
