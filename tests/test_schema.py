@@ -48,6 +48,10 @@ def test_schema_sql_changes_come_with_a_step() -> None:
     assert digest == schema.SCHEMA_SHA256, (
         "schema.sql changed: append a Step to indexer/schema.py STEPS (with sql for what an existing "
         f"database needs beyond the definitions) and set SCHEMA_SHA256 = {digest!r}")
+    # what the package loads is that file itself: indexer/schema.sql is a link to it, never a copy
+    packaged = REPO_ROOT / "indexer" / "schema.sql"
+    assert packaged.is_symlink() and packaged.resolve() == (REPO_ROOT / "schema.sql").resolve()
+    assert hashlib.sha256(schema.schema_sql().encode()).hexdigest() == digest
 
 
 # ------------------------------------------------------------------ the previous release, upgraded
