@@ -54,7 +54,7 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
     times = {end: headers[end].timestamp}
     (raws, end), states = await asyncio.gather(
         read_logs(chain, addresses, start, end, headers, sizer),
-        read_states(chain, [(a, end) for a in xstocks], times) if xstocks else _nothing())
+        read_states(chain, [(a, end) for a in xstocks], times, strict=True) if xstocks else _nothing())
     at_end = {a: states[(a, asked)] for a in xstocks}
     if end < asked:
         at_end = {}

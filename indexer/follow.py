@@ -74,11 +74,12 @@ def current(reading: Reading) -> int | None:
     return reading.current if isinstance(reading, State) else reading
 
 
-async def read_states(chain: Chain, asks: Iterable[tuple[str, int]],
-                      times: dict[int, int]) -> dict[tuple[str, int], Reading]:
+async def read_states(chain: Chain, asks: Iterable[tuple[str, int]], times: dict[int, int],
+                      strict: bool = True) -> dict[tuple[str, int], Reading]:
     """The state of each (token, block), in JSON-RPC batches of at most BATCH items (one per
     range end for up to BATCH / 9 xStocks), with the headers of blocks whose time is not in
-    ``times`` (added to it). A block the node has no state for reads None for every token."""
+    ``times`` (added to it). A block the node has no state for reads None for every token, or,
+    ``strict`` (a range end: the node refusing it is retried as a step), raises StateUnavailable."""
     asks = sorted(set(asks), key=lambda a: (a[1], a[0]))
     untimed = sorted({b for _, b in asks} - set(times))
     items: list[tuple[str, list[object]]] = [("eth_getBlockByNumber", [hex(b), False]) for b in untimed]
@@ -95,6 +96,8 @@ async def read_states(chain: Chain, asks: Iterable[tuple[str, int]],
         try:
             out[(token, block)] = parse_state([_answer(a) for a in chunk], times[block])
         except StateUnavailable:
+            if strict:
+                raise
             out[(token, block)] = None
     return out
 

@@ -146,12 +146,13 @@ class RpcProxy:
             return {"jsonrpc": "2.0", "id": payload.get("id"), "result": hex(self.head_override)}
         if self.getlogs_delay and "eth_getLogs" in methods:
             await asyncio.sleep(self.getlogs_delay)
-        if self.refuse_state and isinstance(payload, list) and methods == ["eth_call"] \
+        if self.refuse_state and isinstance(payload, list) and set(methods) == {"eth_call"} \
                 and str(items[0]["params"][1]).startswith("0x"):
             self.refuse_state -= 1
             self.stats["refused_state"] += 1
-            return [{"jsonrpc": "2.0", "id": items[0].get("id"), "error": {
-                "code": -32000, "message": "missing trie node 4f1a6b0c (path ) state is not available"}}]
+            return [{"jsonrpc": "2.0", "id": item.get("id"), "error": {
+                "code": -32000, "message": "missing trie node 4f1a6b0c (path ) state is not available"}}
+                for item in items]
         return None
 
     def _refuse(self, item: dict[str, Any]) -> dict[str, Any] | None:
