@@ -28,7 +28,7 @@ import orjson
 import tenacity
 
 from . import logs
-from .errors import AnswerTooLarge, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
+from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 from .pacing import Outcome, Pacer, retry_after
 
 log = logs.get("rpc")
@@ -44,6 +44,8 @@ _RETRYABLE_CODES = {-32005, 429}
 _RATE_LIMIT = re.compile(r"(?i)(rate limit|too many requests|per second capacity|throughput)")
 _STATE_MISSING = re.compile(
     r"(?i)(missing trie node|header not found|state .*not available|historical state unavailable|pruned)")
+# a block above the node's head: asked for before a reorg shortened the chain (anvil, geth wordings)
+_PAST_HEAD = re.compile(r"(?i)(BlockOutOfRange|block height is \d+ but requested was|unknown block|block not found)")
 
 
 class RateLimited(RpcUnavailable):
@@ -286,6 +288,8 @@ def _result(item: Any, method: str) -> Any:
             raise RpcRangeTooLarge(message)
         if _STATE_MISSING.search(message):
             raise StateUnavailable(f"{method}: {message}", code)
+        if _PAST_HEAD.search(message):
+            raise ChainMoved(f"{method}: {message}")
         raise RpcError(f"{method}: {message}", code)
     if "result" not in item:
         raise RpcUnavailable(f"malformed answer to {method}: no result")

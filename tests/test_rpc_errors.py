@@ -199,3 +199,14 @@ def test_parse_header_of_missing_or_malformed_block(raw: object) -> None:
     with pytest.raises(RpcUnavailable) as info:
         parse_header(raw, 16)
     assert "16" in str(info.value)
+
+
+@pytest.mark.parametrize("message", ["BlockOutOfRangeError: block height is 2138 but requested was 2145",
+                                     "unknown block", "block not found"])
+def test_a_block_above_the_head_is_a_moved_chain(message: str) -> None:
+    """Asked before a reorg shortened the chain: the step is retried, never an exit 1."""
+    from indexer.errors import ChainMoved, Retryable
+
+    with pytest.raises(ChainMoved) as caught:
+        _result({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": message}}, "eth_call")
+    assert isinstance(caught.value, Retryable)
