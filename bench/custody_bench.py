@@ -36,8 +36,8 @@ from typing import Any
 
 import asyncpg
 
-from indexer import reconcile
 from indexer.config import load_settings
+from indexer.custody import reconcile
 from indexer.devnet import Anvil, Simulator
 from indexer.devnet.deploy import deploy_world
 from indexer.store import Store, schema_sql

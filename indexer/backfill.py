@@ -14,16 +14,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import logs
+from . import logconfig
+from .chain_writer import writer
 from .config import ChainConfig, Settings
 from .errors import InputError, NodeBehind, Retryable
 from .progress import Progress
 from .retry import StepRetry
-from .session import writer
 from .store import Store
 from .sync import ChainSync, Fetched, StepResult
 
-log = logs.get("backfill")
+log = logconfig.get("backfill")
 RETRY_ATTEMPTS = 8
 
 

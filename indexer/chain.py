@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from . import logs
+from . import logconfig
 from .errors import (
     AnswerTooLarge,
     RpcError,
@@ -34,7 +34,7 @@ from .rpc import Rpc, _result
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
 
-log = logs.get("chain")
+log = logconfig.get("chain")
 
 
 def _hex(n: int) -> str:

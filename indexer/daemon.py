@@ -23,18 +23,19 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 import structlog
 from aiohttp import web
 
-from . import logs, metrics, reconcile
+from . import logconfig, metrics
 from .backfill import catch_up
 from .chain import watch_heads
+from .chain_writer import writer
 from .config import ChainConfig, Settings
+from .custody import reconcile
 from .errors import IndexerError, NodeBehind, Retryable
 from .progress import Progress
 from .retry import StepRetry
-from .session import writer
 from .store import Store
 from .sync import ChainSync, StepResult
 
-log = logs.get("daemon")
+log = logconfig.get("daemon")
 GRACE_SECONDS = 3.0
 
 

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import decode
+from .batch_sql import TokenState
 from .chain import Chain
 from .errors import ChainMoved, ReorgTooDeep, UnindexableLog
 from .follow import Reading, read_states
 from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
 from .upgrades import KindChange, by_kind, kind_changes
-from .writes import TokenState
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ import aiohttp
 import orjson
 import tenacity
 
-from . import logs
+from . import logconfig
 from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 from .pacing import Outcome, Pacer, retry_after
 
-log = logs.get("rpc")
+log = logconfig.get("rpc")
 
 # Messages providers use when an eth_getLogs request is too big (block range or result size).
 _RANGE_ERRORS = re.compile(

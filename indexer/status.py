@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from . import reconcile
 from .chain import connect
 from .config import Settings
+from .custody import reconcile
 from .errors import IndexerError
 from .models import exact
 from .store import Store

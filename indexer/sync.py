@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from . import logs
+from . import logconfig
 from .chain import Chain
 from .config import ChainConfig, Settings
 from .errors import ChainMoved, ConfigError, NodeBehind
@@ -29,7 +29,7 @@ from .upgrades import KindChange, follow_upgrades
 
 __all__ = ["ChainSync", "Fetched", "StepResult"]
 
-log = logs.get("sync")
+log = logconfig.get("sync")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from indexer import calls
-from indexer.custody import COLUMNS
+from indexer import contract_views as views
+from indexer.custody.parse import COLUMNS
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.contracts import load_artifact
 from indexer.devnet.deploy import World, deploy_world
@@ -68,14 +68,14 @@ class ChainView:
 
     def call(self, token: str, data: str, block: int) -> int:
         answer = self.rpc.call("eth_call", [{"to": token, "data": data}, hex(block)])
-        return calls.as_uint(bytes.fromhex(answer[2:])) or 0
+        return views.as_uint(bytes.fromhex(answer[2:])) or 0
 
     def calls(self, token: str, datas: Sequence[str], block: int) -> list[int]:
         answers = self.rpc.batch([("eth_call", [{"to": token, "data": d}, hex(block)]) for d in datas])
-        return [calls.as_uint(bytes.fromhex(a[2:])) or 0 for a in answers]
+        return [views.as_uint(bytes.fromhex(a[2:])) or 0 for a in answers]
 
     def balances(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
-        return dict(zip(holders, self.calls(token, [calls.balance_of(h) for h in holders], block), strict=True))
+        return dict(zip(holders, self.calls(token, [views.balance_of(h) for h in holders], block), strict=True))
 
     def shares(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
         """sharesOf; a plain ERC-20's shares are its balances."""
@@ -85,10 +85,10 @@ class ChainView:
         return dict(zip(holders, self.calls(token, data, block), strict=True))
 
     def total_supply(self, token: str, block: int) -> int:
-        return self.call(token, calls.TOTAL_SUPPLY, block)
+        return self.call(token, views.TOTAL_SUPPLY, block)
 
     def multiplier(self, token: str, block: int) -> int:
-        return self.call(token, calls.GET_CURRENT_MULTIPLIER, block)
+        return self.call(token, views.GET_CURRENT_MULTIPLIER, block)
 
     def head(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)

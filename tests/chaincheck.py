@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 import asyncpg
 
-from indexer import calls
+from indexer import contract_views as views
 from indexer.chain import Chain, Rpc
 
 
@@ -32,17 +32,17 @@ async def compare(database_url: str, rpc_url: str, addresses: Mapping[str, Itera
             db = {r["holder"]: int(r["balance_raw"]) for r in await conn.fetch(
                 "SELECT holder, balance_raw FROM holders WHERE token = $1", token)}
             answers = await chain.call_many(
-                [(token, calls.TOTAL_SUPPLY)] + [(token, calls.balance_of(h)) for h in wanted], block)
-            if calls.as_uint(answers[0]) != int(row["total_supply_raw"]):
-                problems.append(f"{row['symbol']}: totalSupply {calls.as_uint(answers[0])} != "
+                [(token, views.TOTAL_SUPPLY)] + [(token, views.balance_of(h)) for h in wanted], block)
+            if views.as_uint(answers[0]) != int(row["total_supply_raw"]):
+                problems.append(f"{row['symbol']}: totalSupply {views.as_uint(answers[0])} != "
                                 f"{row['total_supply_raw']} at block {block}")
             for holder, answer in zip(wanted, answers[1:], strict=True):
-                on_chain = calls.as_uint(answer) or 0
+                on_chain = views.as_uint(answer) or 0
                 if on_chain != db.get(holder, 0):
                     problems.append(f"{row['symbol']} {holder}: balanceOf {on_chain} != {db.get(holder, 0)}")
             extra = set(db) - set(wanted)
             for holder in extra:  # holders the scenario does not know of must be real too
-                value = calls.as_uint((await chain.call_many([(token, calls.balance_of(holder))], block))[0])
+                value = views.as_uint((await chain.call_many([(token, views.balance_of(holder))], block))[0])
                 if value != db[holder]:
                     problems.append(f"{row['symbol']} {holder}: balanceOf {value} != {db[holder]}")
     finally:

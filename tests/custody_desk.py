@@ -23,8 +23,8 @@ import asyncpg
 
 from indexer.backfill import backfill
 from indexer.config import Settings, load_settings
-from indexer.custody import COLUMNS
-from indexer.custody_import import ImportReport, import_file
+from indexer.custody.importer import ImportReport, import_file
+from indexer.custody.parse import COLUMNS
 from indexer.devnet.anvil import JsonRpc
 from indexer.devnet.contracts import load_artifact
 from indexer.devnet.deploy import Transactor, Tx, World

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.custody import COLUMNS, Context, parse
-from indexer.custody_import import CHUNK_RECORDS
+from indexer.custody.importer import CHUNK_RECORDS
+from indexer.custody.parse import COLUMNS, Context, parse
 from indexer.devnet.deploy import World
 from indexer.errors import InputError
 from tests.conftest import cli

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.custody_import import pull
+from indexer.custody.importer import pull
 from indexer.devnet.anvil import free_port
 from indexer.devnet.deploy import World
 from indexer.errors import InputError, ServiceUnreachable

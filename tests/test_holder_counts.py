@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer import calls
+from indexer import contract_views as views
 from indexer.chain import Chain, Rpc
 from indexer.devnet.deploy import World
 from tests.conftest import cli
@@ -48,10 +48,10 @@ async def on_chain_holders(desk: Desk, token: str, block: int) -> dict[str, int]
     seen = [r["holder"] for r in await desk.fetch("SELECT holder FROM share_balances WHERE token = $1", token)]
     chain = Chain(Rpc([desk.world.rpc_url]))
     try:
-        answers = await chain.call_many([(token, calls.balance_of(h)) for h in seen], block)
+        answers = await chain.call_many([(token, views.balance_of(h)) for h in seen], block)
     finally:
         await chain.rpc.close()
-    balances = {h: calls.as_uint(a) or 0 for h, a in zip(seen, answers, strict=True)}
+    balances = {h: views.as_uint(a) or 0 for h, a in zip(seen, answers, strict=True)}
     return {h: b for h, b in balances.items() if b > 0}
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from indexer.custody import COLUMNS
-from indexer.custody_import import import_file
+from indexer.custody.importer import import_file
+from indexer.custody.parse import COLUMNS
+from indexer.custody.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
 from indexer.devnet.anvil import Anvil
 from indexer.devnet.deploy import World, deploy_world
 from indexer.errors import InputError
-from indexer.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
 from tests.conftest import cli
 from tests.custody_desk import ONE, Desk, Listener, iso
 

@@ -35,7 +35,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 
 from ..config import Settings
-from ..custody_import import import_file
+from ..custody.importer import import_file
 from ..store import Store
 from .demo_view import units
 
