@@ -28,11 +28,11 @@ from .errors import (
     mask_url,
     mask_urls_in,
 )
-from .models import Header, RawLog, Wire
+from .models import Header, Wire
 from .ranges import RangeSizer, suggested_end
 from .rpc import Rpc, _result
 
-__all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
+__all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "watch_heads"]
 
 log = logconfig.get("chain")
 
@@ -53,20 +53,6 @@ def parse_header(raw: Any, number: int) -> Header:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RpcUnavailable(f"block {number}: malformed header") from None
-
-
-def parse_log(raw: dict[str, Any]) -> RawLog:
-    ts = raw.get("blockTimestamp")
-    return RawLog(
-        raw["address"].lower(),
-        tuple([t.lower() for t in raw["topics"]]),
-        raw["data"],
-        int(raw["blockNumber"], 16),
-        raw["blockHash"].lower(),
-        int(ts, 16) if ts else None,
-        raw["transactionHash"].lower(),
-        int(raw["logIndex"], 16),
-    )
 
 
 class Chain:
