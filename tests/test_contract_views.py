@@ -21,6 +21,9 @@ def keccak_selector(signature: str) -> str:
         (views.NAME, "name()", "0x06fdde03"),
         (views.DECIMALS, "decimals()", "0x313ce567"),
         (views.GET_CURRENT_MULTIPLIER, "getCurrentMultiplier()", None),
+        (views._BALANCE_OF, "balanceOf(address)", "0x70a08231"),
+        (views._SHARES_OF, "sharesOf(address)", None),
+        *[(view, signature, None) for view, signature in zip(views.STATE_VIEWS, views.STATE_SIGNATURES, strict=True)],
     ],
 )
 def test_selectors_are_keccak_of_the_signature(constant: str, signature: str, known: str | None) -> None:
