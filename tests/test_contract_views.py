@@ -117,7 +117,7 @@ def test_as_text_of_garbage_is_none(answer: bytes) -> None:
 def eth_abi_string(answer: bytes) -> str | None:
     try:
         return str(eth_abi.decode(["string"], answer)[0])
-    except Exception:  # noqa: BLE001 - any refusal of eth-abi is "not a string"
+    except Exception:  # any refusal of eth-abi is "not a string"
         return None
 
 
