@@ -211,3 +211,17 @@ def test_a_block_above_the_head_is_a_moved_chain(message: str) -> None:
     with pytest.raises(ChainMoved) as caught:
         _result({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": message}}, "eth_call")
     assert isinstance(caught.value, Retryable)
+
+
+@pytest.mark.parametrize("answer", [{"a": 1}, [LOG, 1], [LOG, "x"], [None], [[LOG]]])
+def test_a_logs_answer_that_is_not_a_list_of_objects_is_unusable(answer: Any) -> None:
+    from indexer.chain import _clean
+
+    with pytest.raises(RpcUnavailable):
+        _clean(answer)
+
+
+def test_removed_logs_are_dropped() -> None:
+    from indexer.chain import _clean
+
+    assert _clean([LOG, {**LOG, "removed": True}, {**LOG, "logIndex": "0xb"}]) == [LOG, {**LOG, "logIndex": "0xb"}]
