@@ -6,6 +6,8 @@ exist: the sign of a plain ERC-20 when asking for ``getCurrentMultiplier``).
 
 from __future__ import annotations
 
+from . import abi
+
 
 def selector(signature: str) -> str:
     from eth_utils.crypto import keccak
@@ -62,26 +64,8 @@ def as_text(answer: bytes | None) -> str | None:
         return None
     if len(answer) == 32:
         return answer.rstrip(b"\0").decode("utf-8", "replace") or None
-    value = _abi_string(answer)
-    text = value.strip() if value is not None else ""
-    return text or None
-
-
-def _abi_string(answer: bytes) -> str | None:
-    """One ABI-encoded ``string`` (offset word, length word, the bytes), or None when the answer
-    is not one. Read here rather than by eth-abi: importing it costs 0.2 s of start-up, and the
-    first registration of a token reads its name. Tested against eth-abi."""
-    if len(answer) < 64:
-        return None
-    offset = int.from_bytes(answer[:32], "big")
-    if offset < 32 or offset % 32 or offset + 32 > len(answer):
-        return None
-    length = int.from_bytes(answer[offset:offset + 32], "big")
-    start = offset + 32
-    padded = -(-length // 32) * 32
-    if start + padded > len(answer) or answer[start + length:start + padded].strip(b"\0"):
-        return None
     try:
-        return answer[start:start + length].decode("utf-8")
-    except UnicodeDecodeError:
+        text = str(abi.decode(["string"], answer)[0]).strip()
+    except abi.AbiError:
         return None
+    return text or None

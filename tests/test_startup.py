@@ -2,8 +2,9 @@
 
 Checked on what a fresh interpreter has in sys.modules, not on time (a shared machine makes
 timings flaky): `indexer --help` loads argparse and nothing heavy; the modules each command
-runs never load web3, eth-abi or eth-utils (the hot path decodes moves itself; eth-abi is
-imported on the first other event), and only the daemon loads the HTTP server.
+runs never load web3, eth-abi or eth-utils (decode and the contract views read ABI with
+indexer.abi, checked against eth-abi in tests/test_abi.py), and only the daemon loads the HTTP
+server.
 """
 
 from __future__ import annotations
@@ -53,15 +54,21 @@ def test_commands_do_not_import_web3_or_eth_abi(command: str) -> None:
     assert ("aiohttp.web" in modules) is (command == "run"), "only the daemon serves /metrics"
 
 
-def test_decode_loads_eth_abi_only_for_other_events() -> None:
+def test_decoding_and_reading_names_do_not_load_eth_abi() -> None:
+    """A move, an event with a string (NewTerms) and a token's name: indexer.abi reads them."""
     modules = loaded_after("""
-from indexer import decode
+from indexer import contract_views, decode
 from indexer.models import TokenKind
 token, word = "0x" + "a1" * 20, "0x" + "00" * 12 + "11" * 20
-log = {"address": token, "topics": [decode.TRANSFER_TOPIC, word, word], "data": "0x" + "00" * 32,
-       "blockNumber": "0x1", "blockHash": "0x" + "bb" * 32, "blockTimestamp": "0x5",
-       "transactionHash": "0x" + "cc" * 32, "logIndex": "0x0"}
-assert len(decode.decode([log], {token: TokenKind.ERC20}).transfers) == 1
+terms = next(s for s in decode.OTHER_EVENTS if s.name == "NewTerms")
+string = "0x" + (32).to_bytes(32, "big").hex() + (2).to_bytes(32, "big").hex() + b"ok".ljust(32, b"\\0").hex()
+base = {"address": token, "blockNumber": "0x1", "blockHash": "0x" + "bb" * 32, "blockTimestamp": "0x5",
+        "transactionHash": "0x" + "cc" * 32}
+logs = [{**base, "topics": [decode.TRANSFER_TOPIC, word, word], "data": "0x" + "00" * 32, "logIndex": "0x0"},
+        {**base, "topics": [terms.topic], "data": string, "logIndex": "0x1"}]
+out = decode.decode(logs, {token: TokenKind.ERC20})
+assert len(out.transfers) == 1 and out.events[0].args == {"terms": "ok"}, out
+assert contract_views.as_text(bytes.fromhex(string[2:])) == "ok"
 """)
-    assert "indexer.decode" in modules
+    assert "indexer.decode" in modules and "indexer.abi" in modules
     assert [m for m in NEVER if m in modules] == []
