@@ -18,7 +18,7 @@ import pytest
 # Each costs 0.05-0.2 s of CPU to import.
 HEAVY = ("asyncio", "structlog", "rich", "aiohttp", "asyncpg", "tenacity", "prometheus_client",
          "eth_abi", "eth_utils", "eth_hash", "web3", "pyarrow", "orjson")
-NEVER = ("web3", "eth_abi", "eth_utils", "pyarrow")  # on any product command's path
+NEVER = ("web3", "eth_abi", "eth_utils", "pyarrow", "rich", "pygments")  # on any product command's path
 
 
 def loaded_after(code: str) -> set[str]:
