@@ -172,12 +172,11 @@ def decode(
     xstock, transfer_topic, shares_topic = TokenKind.XSTOCK, TRANSFER_TOPIC, TRANSFER_SHARES_TOPIC
     words: dict[str, str] = {}  # topic word -> address, checked once per distinct word
     blocks: dict[str, tuple[int, int]] = {}  # hex block number -> (number, time)
-    # An xStock Transfer waiting for its TransferShares: the log, its token, tx, log index,
-    # parties' words and the Transfer itself (shares still 0).
+    # An xStock Transfer waiting for its TransferShares: the log, its token, raw tx, log index,
+    # parties' words, and the fields of the Transfer to build (locals: no tuple per move).
     pending: Wire | None = None
-    p_token = p_tx = p_word1 = p_word2 = ""
-    p_index = -1
-    p_move: tuple = ()
+    p_token = p_tx = p_word1 = p_word2 = p_txl = p_frm = p_to = ""
+    p_index = p_block = p_time = p_amount = -1
     tx_raw = tx = ""
     for item in wire:
         address = item["address"]
@@ -198,9 +197,10 @@ def decode(
                         raise Malformed(_data_length(data))
                     # Same words, same parties (the usual case); else compare them decoded.
                     if (topics[1] != p_word1 or topics[2] != p_word2) and (
-                            _word(words, topics[1]) != p_move[5] or _word(words, topics[2]) != p_move[6]):
+                            _word(words, topics[1]) != p_frm or _word(words, topics[2]) != p_to):
                         _stop(item, "TransferShares parties differ from its Transfer")
-                    append(new(Transfer, (*p_move[:8], int(data, 16))))
+                    append(new(Transfer, (p_token, p_block, p_time, p_txl, p_index, p_frm, p_to, p_amount,
+                                          int(data, 16))))
                     pending = None
                     continue
                 _stop(pending, "xStock Transfer not directly followed by its TransferShares")
@@ -228,7 +228,7 @@ def decode(
                 index = int(item["logIndex"], 16)
                 if kind is xstock:  # pair it with the next log
                     pending, p_token, p_tx, p_index, p_word1, p_word2 = item, address, raw_tx, index, word1, word2
-                    p_move = (address, at[0], at[1], tx, index, frm, to, amount)
+                    p_block, p_time, p_txl, p_frm, p_to, p_amount = at[0], at[1], tx, frm, to, amount
                 else:
                     append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, amount)))
             elif topic0 == shares_topic:
