@@ -52,6 +52,7 @@ def test_commands_do_not_import_web3_or_eth_abi(command: str) -> None:
     modules = loaded_after(f"import indexer.cli, indexer.logconfig, indexer.config, {COMMANDS[command]}")
     assert [m for m in NEVER if m in modules] == []
     assert ("aiohttp.web" in modules) is (command == "run"), "only the daemon serves /metrics"
+    assert ("prometheus_client" in modules) is (command == "run"), "only the daemon keeps metrics"
 
 
 def test_decoding_and_reading_names_do_not_load_eth_abi() -> None:
