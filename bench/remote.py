@@ -32,9 +32,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from devnet import Simulator, World
+from devnet.deploy import deploy_world
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.devnet import Simulator, World
-from indexer.devnet.deploy import deploy_world
 
 from . import runner
 from .env import GAS_LIMIT, SETUP_GAS_LIMIT, Environment, machine_info

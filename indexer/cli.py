@@ -16,7 +16,7 @@ from . import logs
 from .config import Settings, load_settings
 from .errors import IndexerError, mask_secrets
 
-COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export, demo"
+COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,10 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--output", "-o", metavar="PATH",
                    help="- for stdout (default: holders-SYMBOL-CHAIN-BLOCK.csv|parquet here)")
-    p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--svg", metavar="PATH", help="also save what the demo shows as an SVG (for a screenshot)")
     return parser
 
 
@@ -99,10 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, json=args.log_json)
     settings: Settings | None = None
     try:
-        if args.command == "demo":
-            from .devnet.demo import demo
-
-            return asyncio.run(demo(args.config, duration=args.duration, seed=args.seed, svg=args.svg))
         settings = load_settings(args.config)
         return asyncio.run(dispatch(args, settings))
     except IndexerError as exc:

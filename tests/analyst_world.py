@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 
+from devnet.anvil import Anvil
+from devnet.contracts import load_artifact
+from devnet.deploy import World, deploy_world
+from devnet.node import Node
+from devnet.simulate import Simulator
 from indexer import calls
 from indexer.custody import COLUMNS
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.rpc import JsonRpc
-from indexer.devnet.simulate import Simulator
 from tests.conftest import PgServer, cli, execute, run_sync
 
 DAY = 86_400
@@ -63,7 +63,7 @@ class ChainView:
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.rpc = JsonRpc(world.rpc_url)
+        self.rpc = Node(world.rpc_url)
         self._times: dict[int, int] = {}
 
     def call(self, token: str, data: str, block: int) -> int:
@@ -206,7 +206,7 @@ def two_chain_toml(alpha: World, beta: World, database_url: str) -> str:
     return head + body + custody
 
 
-def jump_to_day(node: JsonRpc, days: int) -> None:
+def jump_to_day(node: Node, days: int) -> None:
     """Mine an empty block at 01:00 UTC, `days` days after the latest block's UTC day."""
     latest = int(node.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
     node.call("evm_setNextBlockTimestamp", [latest // DAY * DAY + days * DAY + 3600])
@@ -220,7 +220,7 @@ def build(alpha_node: Anvil, beta_node: Anvil, database_url: str, folder: Path) 
     sim_b.run(blocks=3, moves_per_block=4)
     sim_a = Simulator(alpha, seed=21, n_holders=16)
     sim_a.run(blocks=4, moves_per_block=6)
-    node = JsonRpc(alpha.rpc_url)
+    node = Node(alpha.rpc_url)
     jump_to_day(node, 1)
     sim_a.tour(moves_per_block=5, gap=1)
     split = sim_a.scheduled_change("TSLAx", 2, 1, delay=600)

@@ -23,7 +23,7 @@ import asyncpg
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from indexer.devnet.contracts import load_artifact
+from devnet.contracts import load_artifact
 
 ONE = 10**18
 ZERO = "0x" + "00" * 20

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.devnet.deploy import World
+from devnet.deploy import World
 from indexer.reconcile import evaluate
 from indexer.store import Store
 from tests.custody_desk import Desk

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import World
 from indexer.custody import COLUMNS, Context, parse
 from indexer.custody_import import CHUNK_RECORDS
-from indexer.devnet.deploy import World
 from indexer.errors import InputError
 from tests.conftest import cli
 from tests.custody_desk import Desk, iso

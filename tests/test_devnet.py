@@ -17,12 +17,13 @@ import asyncpg
 import pytest
 from eth_abi.abi import decode
 
-from indexer.devnet import anvil as anvil_module
-from indexer.devnet.anvil import Anvil, AnvilError, AnvilNotFound, JsonRpc, RpcError, rpc
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.postgres import embedded_postgres, resolve_database_url, scratch_dir
-from indexer.devnet.simulate import ONE, Simulator
+from devnet import anvil as anvil_module
+from devnet.anvil import Anvil, AnvilError, AnvilNotFound
+from devnet.contracts import load_artifact
+from devnet.deploy import World, deploy_world
+from devnet.node import Node, Web3RPCError, rpc
+from devnet.postgres import embedded_postgres, resolve_database_url, scratch_dir
+from devnet.simulate import ONE, Simulator
 
 X = load_artifact("XStock")
 
@@ -36,7 +37,7 @@ def call_uint(url: str, token: str, fn: str, args: list[Any], block: str | int =
 def assert_mirror_matches_chain(sim: Simulator, world: World) -> int:
     """sharesOf / balanceOf of every touched address equal the simulator's mirror."""
     checked = 0
-    with JsonRpc(world.rpc_url) as client:
+    with Node(world.rpc_url) as client:
         for symbol, token in world.all_tokens.items():
             plain = token in sim.plain
             m = ONE if plain else call_uint(world.rpc_url, token, "getCurrentMultiplier", [])
@@ -125,7 +126,7 @@ def test_rpc_helpers_drive_time_and_reorgs(anvil: Anvil) -> None:
     times = [int(rpc(anvil.url, "eth_getBlockByNumber", [hex(n), False])["timestamp"], 16)
              for n in (3, 4)]
     assert times[0] == latest + 1000 and times[1] >= latest + 1050
-    with pytest.raises(RpcError):
+    with pytest.raises(Web3RPCError):
         rpc(anvil.url, "no_such_method")
 
 
@@ -228,7 +229,7 @@ def test_tour_keeps_mirror_equal_to_chain(anvil_factory: Callable[..., Anvil]) -
              "multiplier_scheduled", "fee_set", "reverted_attempt"}
     assert kinds <= set(summary.counts)
     assert assert_mirror_matches_chain(sim, world) > 250
-    statuses = JsonRpc(node.url).batch([("eth_getTransactionReceipt", [h])
+    statuses = Node(node.url).batch([("eth_getTransactionReceipt", [h])
                                         for h in summary.tx_hashes])
     failed = sum(r["status"] == "0x0" for r in statuses)
     assert failed == summary.counts["reverted_attempt"] == 2

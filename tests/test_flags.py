@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import World
 from indexer import metrics
-from indexer.devnet.deploy import World
 from indexer.flags import export_gauge
 from indexer.reconcile import reconcile
 from indexer.store import Store

@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devnet.deploy import World
 from indexer import calls
 from indexer.chain import Chain, Rpc
-from indexer.devnet.deploy import World
 from tests.conftest import cli
 from tests.custody_desk import ONE, Desk
 

@@ -8,10 +8,10 @@ import itertools
 
 import pytest
 
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer.chain import Chain, Rpc
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from indexer.ranges import RELAX_AFTER, RangeSizer, suggested_end
 from tests.rpcproxy import RpcProxy
 

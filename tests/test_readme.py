@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer.cli import build_parser
 from indexer.config import parse_settings
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from tests.chaincheck import compare
 from tests.conftest import REPO_ROOT, cli
 

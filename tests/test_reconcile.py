@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from devnet.anvil import Anvil
+from devnet.deploy import World, deploy_world
 from indexer.custody import COLUMNS
 from indexer.custody_import import import_file
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World, deploy_world
 from indexer.errors import InputError
 from indexer.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
 from tests.conftest import cli

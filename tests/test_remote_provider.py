@@ -8,8 +8,8 @@ import dataclasses
 from pathlib import Path
 
 from bench.provider import Provider
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from tests.chaincheck import compare
 from tests.conftest import cli
 

@@ -9,7 +9,7 @@ indexer configuration (DESIGN.md Part 1) that follows those tokens.
 transactions, get them mined (one block per group when automine is off), check every receipt.
 
 Failure modes: `TxFailed` when a receipt's status is not the expected one (with the label of the
-transaction), `TimeoutError` when receipts do not appear before the deadline, `RpcError` when
+transaction), `TimeoutError` when receipts do not appear before the deadline, `Web3RPCError` when
 the node rejects a transaction.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .contracts import load_artifact
-from .rpc import JsonRpc
+from .node import Node
 
 DEFAULT_SYMBOLS = ("TSLAx", "AAPLx", "NVDAx", "SPYx")
 DEFAULT_PLAIN = ("USDT0",)
@@ -59,7 +59,7 @@ class Transactor:
     Nonces are assigned here, so a group may hold several transactions of one sender.
     """
 
-    def __init__(self, client: JsonRpc, timeout: float = 120.0) -> None:
+    def __init__(self, client: Node, timeout: float = 120.0) -> None:
         self.client = client
         self.timeout = timeout
         self.automine = bool(client.call("anvil_getAutomine"))
@@ -216,7 +216,7 @@ def deploy_world(rpc_url: str, symbols: Sequence[str] = DEFAULT_SYMBOLS,
     Roles come from anvil's default accounts: 0 owner (also deployer and plain-token owner),
     1 minter, 2 burner, 3 pauser, 4 multiplier_updater, 5 operator (caller of MoveBatch).
     """
-    with JsonRpc(rpc_url, timeout=timeout) as client:
+    with Node(rpc_url, timeout=timeout) as client:
         accounts = [a.lower() for a in client.call("eth_accounts")]
         if len(accounts) < len(ROLES):
             raise RuntimeError(f"deploy_world needs {len(ROLES)} unlocked accounts, "

@@ -34,19 +34,20 @@ from pathlib import Path
 
 import structlog
 
-from ..backfill import backfill
-from ..config import Settings, parse_settings
-from ..daemon import Daemon
-from ..errors import InputError, ServiceUnreachable
-from ..store import Store
-from ..verify import render, verify
+from indexer.backfill import backfill
+from indexer.config import Settings, parse_settings
+from indexer.daemon import Daemon
+from indexer.errors import InputError, ServiceUnreachable
+from indexer.store import Store
+from indexer.verify import render, verify
+
 from .anvil import Anvil, AnvilError, AnvilNotFound, find_anvil, free_port
 from .demo_custody import CustodyStory
 from .demo_db import DemoDatabase, embedded_available, open_database
 from .demo_live import LiveRun
 from .demo_view import Out, fetch_supply, holders_grid, supply_grid
 from .deploy import World, deploy_world
-from .rpc import rpc
+from .node import rpc
 from .simulate import Simulator
 
 FOLDER = Path(".demo")

@@ -10,6 +10,7 @@ benchmarks; nothing in the indexer's pipeline imports it.
 from .anvil import Anvil, AnvilError, AnvilNotFound, find_anvil
 from .contracts import Artifact, ArtifactError, artifacts_dir, load_artifact
 from .deploy import Transactor, Tx, TxFailed, World, deploy_world
+from .node import Node, Web3RPCError, rpc
 from .postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
@@ -17,13 +18,32 @@ from .postgres import (
     resolve_database_url,
     scratch_dir,
 )
-from .rpc import JsonRpc, RpcError, rpc
 from .simulate import BulkStats, SimulationError, Simulator, Summary
 
 __all__ = [
-    "Anvil", "AnvilError", "AnvilNotFound", "Artifact", "ArtifactError", "BulkStats",
-    "EmbeddedPostgres", "EmbeddedPostgresError", "JsonRpc", "RpcError", "SimulationError",
-    "Simulator", "Summary", "Transactor", "Tx", "TxFailed", "World", "artifacts_dir",
-    "deploy_world", "embedded_postgres", "find_anvil", "load_artifact", "resolve_database_url",
-    "rpc", "scratch_dir",
+    "Anvil",
+    "AnvilError",
+    "AnvilNotFound",
+    "Artifact",
+    "ArtifactError",
+    "BulkStats",
+    "EmbeddedPostgres",
+    "EmbeddedPostgresError",
+    "Node",
+    "SimulationError",
+    "Simulator",
+    "Summary",
+    "Transactor",
+    "Tx",
+    "TxFailed",
+    "Web3RPCError",
+    "World",
+    "artifacts_dir",
+    "deploy_world",
+    "embedded_postgres",
+    "find_anvil",
+    "load_artifact",
+    "resolve_database_url",
+    "rpc",
+    "scratch_dir",
 ]
