@@ -33,7 +33,6 @@ from devnet.contracts import load_artifact
 from devnet.deploy import World, deploy_world
 from devnet.node import Node
 from devnet.simulate import Simulator
-from indexer import calls
 from indexer.custody import COLUMNS
 from tests.conftest import PgServer, cli, execute, run_sync
 
@@ -42,6 +41,11 @@ ZERO = "0x" + "00" * 20
 _XSTOCK = load_artifact("XStock")
 SHARES_TOPIC = _XSTOCK.event_topic("TransferShares")
 TRANSFER_TOPIC = _XSTOCK.event_topic("Transfer")
+
+
+def _uint(answer: str) -> int:
+    """The first 32-byte word of an eth_call answer; 0 for an empty one (no code there)."""
+    return int(answer[2:66], 16) if len(answer) >= 66 else 0
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,9 @@ class Move:
 
 
 class ChainView:
-    """The node's own answers: eth_call at a block, logs, block times."""
+    """The node's own answers: eth_call at a block, logs, block times. Calls are encoded from
+    the compiled ABI (devnet.contracts, eth-abi) and answers read as the uint256 in their first
+    word: nothing of the indexer's own call encoding or decoding."""
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -67,15 +73,15 @@ class ChainView:
         self._times: dict[int, int] = {}
 
     def call(self, token: str, data: str, block: int) -> int:
-        answer = self.rpc.call("eth_call", [{"to": token, "data": data}, hex(block)])
-        return calls.as_uint(bytes.fromhex(answer[2:])) or 0
+        return _uint(self.rpc.call("eth_call", [{"to": token, "data": data}, hex(block)]))
 
     def calls(self, token: str, datas: Sequence[str], block: int) -> list[int]:
         answers = self.rpc.batch([("eth_call", [{"to": token, "data": d}, hex(block)]) for d in datas])
-        return [calls.as_uint(bytes.fromhex(a[2:])) or 0 for a in answers]
+        return [_uint(a) for a in answers]
 
     def balances(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
-        return dict(zip(holders, self.calls(token, [calls.balance_of(h) for h in holders], block), strict=True))
+        data = [_XSTOCK.encode_call("balanceOf", [h]) for h in holders]
+        return dict(zip(holders, self.calls(token, data, block), strict=True))
 
     def shares(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
         """sharesOf; a plain ERC-20's shares are its balances."""
@@ -85,10 +91,10 @@ class ChainView:
         return dict(zip(holders, self.calls(token, data, block), strict=True))
 
     def total_supply(self, token: str, block: int) -> int:
-        return self.call(token, calls.TOTAL_SUPPLY, block)
+        return self.call(token, _XSTOCK.encode_call("totalSupply", []), block)
 
     def multiplier(self, token: str, block: int) -> int:
-        return self.call(token, calls.GET_CURRENT_MULTIPLIER, block)
+        return self.call(token, _XSTOCK.encode_call("getCurrentMultiplier", []), block)
 
     def head(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)

@@ -26,6 +26,7 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from devnet.contracts import load_artifact
 
 ONE = 10**18
+BATCH = 500  # eth_calls per JSON-RPC batch
 ZERO = "0x" + "00" * 20
 
 
@@ -81,15 +82,25 @@ class Oracle:
 
     def at(self, token: str, holders: Sequence[str], block: int) -> TokenAt:
         """Supply, multiplier and the balance of each of `holders` at `block`."""
+        read = self.balances(token, holders, block)
+        return TokenAt(block=block, supply=read.supply, multiplier=self.multiplier(token, block),
+                       balances=read.balances)
+
+    def balances(self, token: str, holders: Sequence[str], block: int) -> TokenAt:
+        """`totalSupply()` and `balanceOf` of each of `holders` at `block`, in JSON-RPC batches
+        of at most BATCH calls (the multiplier is not read: 0)."""
         contract = self._token(token)
-        with self.w3.batch_requests() as batch:
-            batch.add(contract.functions.totalSupply().call(block_identifier=block))
-            for holder in holders:
-                batch.add(contract.functions.balanceOf(Web3.to_checksum_address(holder)).call(
-                    block_identifier=block))
-            answers = batch.execute()
-        return TokenAt(block=block, supply=int(answers[0]), multiplier=self.multiplier(token, block),
-                       balances={h: int(b) for h, b in zip(holders, answers[1:], strict=True)})
+        wanted = list(holders)
+        answers: list[Any] = []
+        calls = [contract.functions.totalSupply()] + [
+            contract.functions.balanceOf(Web3.to_checksum_address(h)) for h in wanted]
+        for start in range(0, len(calls), BATCH):
+            with self.w3.batch_requests() as batch:
+                for call in calls[start:start + BATCH]:
+                    batch.add(call.call(block_identifier=block))
+                answers += batch.execute()
+        return TokenAt(block=block, supply=int(answers[0]), multiplier=0,
+                       balances={h: int(b) for h, b in zip(wanted, answers[1:], strict=True)})
 
 
 async def compare_history(database_url: str, rpc_url: str, tokens: Iterable[str],
