@@ -24,6 +24,7 @@ from devnet.deploy import World, deploy_world
 from devnet.node import Node, Web3RPCError, rpc
 from devnet.postgres import embedded_postgres, resolve_database_url, scratch_dir
 from devnet.simulate import ONE, Simulator
+from tests.conftest import cli
 
 X = load_artifact("XStock")
 
@@ -313,3 +314,70 @@ def test_cli_helper_runs_the_package(run_cli: Callable[..., Any]) -> None:
     done = run_cli("--help")
     assert done.returncode == 0, done.stderr
     assert "migrate" in done.stdout and "backfill" in done.stdout
+    assert "demo" not in done.stdout, "the demo is the development package's, not the indexer's"
+
+
+# ---------------------------------------------------------------------------- your own anvil
+
+
+def devnet_cli(*args: str) -> Any:
+    return cli(*args, module="devnet", timeout=180)
+
+
+def assert_one_line_error(done: Any, code: int, *words: str) -> None:
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+def test_deploy_then_trade_on_your_own_anvil(anvil_factory: Callable[..., Anvil], tmp_path: Path) -> None:
+    """README "Your own anvil": deploy writes the config and the world file, trade mines trades
+    and the split on that deployment; the chain shows them (read here through web3)."""
+    node = anvil_factory()
+    config = tmp_path / "devnet.toml"
+    done = devnet_cli("deploy", "--rpc", node.url, "--out", str(config))
+    assert done.returncode == 0, done.stderr
+    world = World.from_json((tmp_path / "devnet.world.json").read_text())
+    assert tomllib.loads(config.read_text())["factory"][0]["address"] == world.factory
+    head = node.block_number()
+    done = devnet_cli("trade", "--rpc", node.url, "--world", str(tmp_path / "devnet.world.json"),
+                      "--blocks", "3", "--moves", "4", "--split", "TSLAx")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("trade: ") and "2:1 split of TSLAx" in done.stdout, done.stdout
+    assert node.block_number() > head
+    w3 = Node(node.url).w3
+    tsla = w3.eth.contract(address=w3.to_checksum_address(world.tokens["TSLAx"]), abi=X.abi)
+    assert tsla.functions.getCurrentMultiplier().call()[0] == 2 * ONE
+    assert tsla.functions.totalSupply().call() > 0
+    again = devnet_cli("trade", "--rpc", node.url, "--world", str(tmp_path / "devnet.world.json"),
+                       "--blocks", "1", "--seed", "2")
+    assert again.returncode == 0, again.stderr
+
+
+def test_deploy_and_trade_fail_in_one_line(anvil_factory: Callable[..., Anvil], tmp_path: Path) -> None:
+    port = anvil_module.free_port()
+    dead = f"http://127.0.0.1:{port}/secret-key-123"
+    done = devnet_cli("deploy", "--rpc", dead, "--out", str(tmp_path / "x.toml"), "--wait", "0.5")
+    assert_one_line_error(done, 1, "deploy: error:", "no answer from the node")
+    assert "secret-key-123" not in done.stderr
+    assert not (tmp_path / "x.toml").exists()
+    assert_one_line_error(devnet_cli("deploy", "--rpc", "ws://127.0.0.1:1", "--out", str(tmp_path / "x.toml")),
+                          2, "http://")
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "missing.json")),
+                          2, "cannot read the world file")
+    (tmp_path / "bad.json").write_text("{}")
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "bad.json")),
+                          2, "is not a world file")
+    world = World(rpc_url=dead, chain_id=31337, deploy_block=1, implementation="0x" + "11" * 20,
+                  factory="0x" + "22" * 20, sanctions="0x" + "33" * 20, batcher="0x" + "44" * 20,
+                  tokens={"TSLAx": "0x" + "55" * 20})
+    (tmp_path / "world.json").write_text(world.to_json())
+    done = devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "world.json"))
+    assert_one_line_error(done, 1, "unreachable")
+    assert "secret-key-123" not in done.stderr
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "world.json"),
+                                     "--split", "NOPEx"), 2, "no xStock of that symbol")
+    fresh = anvil_factory()  # a node where nothing is deployed (an anvil that restarted)
+    assert_one_line_error(devnet_cli("trade", "--rpc", fresh.url, "--world", str(tmp_path / "world.json")),
+                          1, "no contract at the factory", "deploy again")
