@@ -2,7 +2,8 @@
 
     python -m devnet demo [--duration S] [--seed N] [--svg PATH] [--config PATH]
     python -m devnet deploy --rpc URL --out PATH [--world PATH] [--database-url URL] ...
-    python -m devnet trade --rpc URL --world PATH [--blocks N] [--moves M] [--seed S] [--split SYMBOL]
+    python -m devnet trade --rpc URL --world PATH [--blocks N] [--moves M] [--seed S] [--holders H]
+                           [--split SYMBOL]
 
 `demo` is what `make demo` runs: anvil, PostgreSQL, deploy, trade, index live, show.
 `deploy` puts our contracts on a running node (your own anvil) and writes the indexer config
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=_positive, default=10, metavar="N", help="blocks of trades (default 10)")
     p.add_argument("--moves", type=_positive, default=8, metavar="M", help="moves per block (default 8)")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="seed of the holders and moves (default 1)")
+    p.add_argument("--holders", type=_positive, default=10, metavar="H",
+                   help="simulated holders, funded and minted to once per run (default 10, at least 3)")
     p.add_argument("--split", metavar="SYMBOL", help="then a 2:1 split of this xStock (e.g. TSLAx)")
     return parser
 
@@ -106,7 +109,7 @@ def trade(args: argparse.Namespace) -> int:
         if code in (None, "", "0x"):
             return _fail(f"no contract at the factory {world.factory} on {rpc}: the node is not the one "
                          "`deploy` ran on (or it restarted); deploy again", NODE_ERROR)
-        sim = Simulator(world, seed=args.seed)
+        sim = Simulator(world, seed=args.seed, n_holders=max(3, args.holders))
         summary = sim.run(args.blocks, moves_per_block=args.moves)
         if args.split is not None:
             sim.split(args.split)
