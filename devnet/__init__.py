@@ -1,6 +1,8 @@
 """The development network: a local anvil, an embedded PostgreSQL, our contracts deployed on
-it, and a seeded trading simulator. Used by `indexer demo`, the integration tests and the
-benchmarks; nothing in the indexer's pipeline imports it.
+it, and a seeded trading simulator. Used by `make demo` (`python -m devnet demo`), the
+integration tests and the benchmarks, and to deploy and trade on your own anvil
+(`python -m devnet deploy|trade`). It lives beside the product, not in it: the wheel and the
+image carry `indexer` alone, and nothing in the indexer imports this package.
 
     with Anvil(no_mining=True) as node:
         world = deploy_world(node.url)

@@ -1,4 +1,5 @@
-"""``indexer demo``: the whole indexer on one machine in one command, for a newcomer's first minutes.
+"""``make demo`` (``python -m devnet demo``): the whole indexer on one machine in one command,
+for a newcomer's first minutes.
 
 1. Services: anvil without automine (the simulator mines every block, 12 s apart, from a fixed
    genesis time: one seed gives the same chain, block hashes included) and PostgreSQL
@@ -53,7 +54,7 @@ from .simulate import Simulator
 FOLDER = Path(".demo")
 NO_ANVIL = ("no anvil for the demo{}: run `npm ci` in the repository root, which installs "
             "@foundry-rs/anvil (`make demo` does it for you)")
-MARKER = "# written by `indexer demo`"
+MARKER = "# written by `indexer demo`"  # kept as it was: configs earlier demos wrote stay ours to overwrite
 GENESIS_TIME = 1_767_623_400  # 2026-01-05 14:30 UTC, a Monday's US market open
 BLOCK_INTERVAL = 12
 HISTORY_BLOCKS = 40

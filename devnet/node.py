@@ -40,7 +40,7 @@ class Node:
         self.w3 = Web3(self.provider)
 
     def call(self, method: str, params: Sequence[Any] = ()) -> Any:
-        return _result(method, self.provider.make_request(method, list(params)))  # type: ignore[arg-type]
+        return _result(method, self.provider.make_request(method, list(params)))
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         if not calls:
