@@ -10,6 +10,7 @@ import shutil
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from eth_abi.abi import decode
 
 from devnet import anvil as anvil_module
 from devnet.anvil import Anvil, AnvilError, AnvilNotFound
+from devnet.cli import main as devnet_main
 from devnet.contracts import load_artifact
 from devnet.deploy import World, deploy_world
 from devnet.node import Node, Web3RPCError, rpc
@@ -324,7 +326,14 @@ def devnet_cli(*args: str) -> Any:
     return cli(*args, module="devnet", timeout=180)
 
 
-def assert_one_line_error(done: Any, code: int, *words: str) -> None:
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def assert_one_line_error(done: Ran, code: int, *words: str) -> None:
     assert done.returncode == code, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     for word in words:
@@ -355,7 +364,19 @@ def test_deploy_then_trade_on_your_own_anvil(anvil_factory: Callable[..., Anvil]
     assert again.returncode == 0, again.stderr
 
 
-def test_deploy_and_trade_fail_in_one_line(anvil_factory: Callable[..., Anvil], tmp_path: Path) -> None:
+def test_deploy_and_trade_fail_in_one_line(anvil_factory: Callable[..., Anvil], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands in-process (a subprocess each costs a web3 import): exit code and one line."""
+
+    def devnet_cli(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            code = devnet_main(list(args))
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
     port = anvil_module.free_port()
     dead = f"http://127.0.0.1:{port}/secret-key-123"
     done = devnet_cli("deploy", "--rpc", dead, "--out", str(tmp_path / "x.toml"), "--wait", "0.5")
