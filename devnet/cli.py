@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from indexer import logs
@@ -103,7 +103,7 @@ def trade(args: argparse.Namespace) -> int:
     if args.split is not None and args.split not in world.tokens:
         return _fail(f"--split {args.split}: the world has no xStock of that symbol "
                      f"(it has {', '.join(world.tokens)})", USAGE_ERROR)
-    world = World(**{**json.loads(world.to_json()), "rpc_url": args.rpc})
+    world = replace(world, rpc_url=args.rpc)
     try:
         code = Node(args.rpc, timeout=10).call("eth_getCode", [world.factory, "latest"])
         if code in (None, "", "0x"):
