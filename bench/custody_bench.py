@@ -38,8 +38,8 @@ import asyncpg
 
 from devnet import Anvil, Simulator
 from devnet.deploy import deploy_world
-from indexer import reconcile
 from indexer.config import load_settings
+from indexer.custody import reconcile
 from indexer.store import Store, schema_sql
 
 from . import analyst_bench, live

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from indexer.custody import COLUMNS
+from indexer.custody.parse import COLUMNS
 
 UNDERLYINGS = ("TSLA", "NVDA", "AAPL", "SPY", "META")
 ACCOUNTS = 10

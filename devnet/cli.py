@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from indexer import logs
+from indexer import logconfig
 from indexer.errors import IndexerError, mask_url, mask_urls_in
 
 from . import deploy_cli
@@ -68,7 +68,7 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level, json=None)
+    logconfig.configure(args.log_level, json=None)
     try:
         if args.command == "demo":
             from .demo import demo

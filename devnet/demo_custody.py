@@ -35,7 +35,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 
 from indexer.config import Settings
-from indexer.custody_import import import_file
+from indexer.custody.importer import import_file
 from indexer.store import Store
 
 from .demo_view import units

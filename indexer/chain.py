@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from . import logs
+from . import logconfig
 from .errors import (
     AnswerTooLarge,
     RpcError,
@@ -34,7 +34,7 @@ from .rpc import Rpc, _result
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
 
-log = logs.get("chain")
+log = logconfig.get("chain")
 
 
 def _hex(n: int) -> str:
@@ -129,8 +129,9 @@ class Chain:
         while True:
             blocks = end - from_block + 1
             try:
-                raws = await self.rpc.request("eth_getLogs", _logs_params(addresses, topics0, from_block, end),
-                                              max_body=sizer.answer_limit if blocks > 1 else None)
+                raws, size = await self.rpc.request_sized(
+                    "eth_getLogs", _logs_params(addresses, topics0, from_block, end),
+                    max_body=sizer.answer_limit if blocks > 1 else None)
             except StateUnavailable:
                 raise  # the node lacks the blocks (behind, or pruned): not a matter of size
             except (RpcRangeTooLarge, RpcError) as exc:
@@ -147,7 +148,7 @@ class Chain:
                 end = from_block + fewer - 1
                 continue
             out = _clean(raws)
-            sizer.answered(blocks, len(out), self.rpc.last_body_size)
+            sizer.answered(blocks, len(out), size)
             return out, end
 
     async def call(self, to: str, data: str, block: int | str = "latest") -> bytes | None:

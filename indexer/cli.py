@@ -12,7 +12,7 @@ import gc
 import sys
 from collections.abc import Sequence
 
-from . import logs
+from . import logconfig
 from .config import Settings, load_settings
 from .errors import IndexerError, mask_secrets
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_level, json=args.log_json)
+    logconfig.configure(args.log_level, json=args.log_json)
     settings: Settings | None = None
     try:
         settings = load_settings(args.config)
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IndexerError as exc:
         message = mask_secrets(str(exc), settings.secrets() if settings else [])
         if args.log_json:  # asked for JSON: the last line is an event too
-            logs.get("cli").error("fatal", error=message, exit_code=exc.exit_code)
+            logconfig.get("cli").error("fatal", error=message, exit_code=exc.exit_code)
         else:
             print(f"indexer: error: {message}", file=sys.stderr)
         return exc.exit_code
@@ -154,7 +154,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
                                factories=tuple(f for f in settings.factories if f.chain == chain))
         return await run(settings)
     if args.command == "custody":
-        from .custody_import import import_file, pull
+        from .custody.importer import import_file, pull
 
         if args.custody_command == "import":
             report = await import_file(settings, args.path, args.format, args.underlying)
@@ -163,12 +163,12 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(report.render())
         return 0
     if args.command == "reconcile":
-        from .reconcile import reconcile
+        from .custody.reconcile import reconcile
 
         print(await reconcile(settings))
         return 0
     if args.command == "flags":
-        from . import flags
+        from .custody import flags
 
         if args.flags_command == "ack":
             print(await flags.acknowledge(settings, args.id, args.note))

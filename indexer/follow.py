@@ -24,7 +24,7 @@ How (multiplier.py has the arithmetic and the argument):
    whose state the node cannot give falls back to bisecting getCurrentMultiplier alone between
    the event values (tokens.multipliers).
 
-Cost per range: one batch of ``len(calls.STATE_VIEWS)`` eth_calls per xStock at the end. With
+Cost per range: one batch of ``len(views.STATE_VIEWS)`` eth_calls per xStock at the end. With
 changes: about log16(range length) header batches to place schedule activations and fee steps;
 with a transaction that changed the state: one hint batch, then at most log2(range length)
 bisection batches. The daemon (one block per range) never bisects.
@@ -38,7 +38,9 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import calls, logs
+from . import contract_views as views
+from . import logconfig
+from .batch_sql import TokenState
 from .chain import Chain, parse_header
 from .errors import RpcError, StateUnavailable
 from .ledger import event_samples
@@ -46,9 +48,8 @@ from .models import Header, MultiplierChange, TokenEvent, TokenKind
 from .multiplier import State, explained, moves
 from .rpc import _result
 from .tokens import multipliers as by_probing
-from .writes import TokenState
 
-log = logs.get("follow")
+log = logconfig.get("follow")
 
 Reading = State | int | None  # the full state; only getCurrentMultiplier; nothing (no state)
 HINTS = frozenset({"MultiplierUpdated", "MultiplierScheduled", "MultiplierScheduleOverridden", "Upgraded"})
@@ -62,7 +63,7 @@ def parse_state(answers: Sequence[bytes | None], t: int) -> Reading:
     if current is None or len(current) != 96 or int.from_bytes(current[:32], "big") == 0:
         return None
     m, periods, nonce = (int.from_bytes(current[i:i + 32], "big") for i in (0, 32, 64))
-    base, new_m, act, pending, fee, period, last, last_old = (calls.as_uint(a) for a in answers[1:])
+    base, new_m, act, pending, fee, period, last, last_old = (views.as_uint(a) for a in answers[1:])
     last = last if last is not None else last_old
     if base is None or new_m is None or act is None or fee is None or period is None or last is None:
         return m
@@ -84,13 +85,13 @@ async def read_states(chain: Chain, asks: Iterable[tuple[str, int]], times: dict
     untimed = sorted({b for _, b in asks} - set(times))
     items: list[tuple[str, list[object]]] = [("eth_getBlockByNumber", [hex(b), False]) for b in untimed]
     for token, block in asks:
-        items += [("eth_call", [{"to": token, "data": d}, hex(block)]) for d in calls.STATE_VIEWS]
+        items += [("eth_call", [{"to": token, "data": d}, hex(block)]) for d in views.STATE_VIEWS]
     answers = [a for part in await asyncio.gather(*(
         chain.rpc.batch_raw(items[i:i + BATCH]) for i in range(0, len(items), BATCH))) for a in part]
     for block, raw in zip(untimed, answers, strict=False):
         times[block] = parse_header(_result(raw, "eth_getBlockByNumber"), block).timestamp
     out: dict[tuple[str, int], Reading] = {}
-    width = len(calls.STATE_VIEWS)
+    width = len(views.STATE_VIEWS)
     for i, (token, block) in enumerate(asks):
         chunk = answers[len(untimed) + i * width: len(untimed) + (i + 1) * width]
         try:

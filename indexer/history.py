@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from asyncpg import Record
 
-from . import calls
+from . import contract_views as views
 from .chain import Chain, connect
 from .config import ChainConfig, Settings
 from .errors import InputError
@@ -129,8 +129,8 @@ async def _audit_token(node: Chain, store: Store, chain_id: int, t: Record, samp
         totals = await store.fetch("SELECT supply_at($1, $2, $3) AS supply, multiplier_at($1, $2, $3) AS m",
                                    chain_id, address, block)
         answers = await node.call_many(
-            [(address, calls.TOTAL_SUPPLY), (address, calls.GET_CURRENT_MULTIPLIER)]
-            + [(address, calls.balance_of(r["holder"])) for r in db], block)
+            [(address, views.TOTAL_SUPPLY), (address, views.GET_CURRENT_MULTIPLIER)]
+            + [(address, views.balance_of(r["holder"])) for r in db], block)
         found = _differences(block, symbol, address, totals[0], db, answers)
         report.balances += len(db)
         report.differences.extend(found)
@@ -139,16 +139,16 @@ async def _audit_token(node: Chain, store: Store, chain_id: int, t: Record, samp
 def _differences(block: int, symbol: str, token: str, totals: Record, rows: list[Record],
                  answers: list[bytes | None]) -> list[Difference]:
     out = []
-    supply = calls.as_uint(answers[0]) or 0
+    supply = views.as_uint(answers[0]) or 0
     if supply != int(totals["supply"] or 0):
         out.append(Difference(block, symbol, token, "", f"totalSupply {supply} on chain, supply_at "
                                                         f"{_int(totals['supply'])} in database"))
-    multiplier = calls.as_multiplier(answers[1]) or ONE
+    multiplier = views.as_multiplier(answers[1]) or ONE
     if answers[0] is not None and multiplier != int(totals["m"]):
         out.append(Difference(block, symbol, token, "", f"multiplier {multiplier} on chain, multiplier_at "
                                                         f"{_int(totals['m'])} in database"))
     for row, answer in zip(rows, answers[2:], strict=True):
-        on_chain = calls.as_uint(answer) or 0
+        on_chain = views.as_uint(answer) or 0
         if on_chain != int(row["balance"] or 0):
             out.append(Difference(block, symbol, token, str(row["holder"]),
                                   f"balanceOf {on_chain} on chain, balance_at {_int(row['balance'])} in database"))

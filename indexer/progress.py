@@ -7,9 +7,9 @@ import time
 from types import TracebackType
 from typing import Any
 
-from . import logs
+from . import logconfig
 
-log = logs.get("progress")
+log = logconfig.get("progress")
 
 
 class Progress:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 import re
 
-from . import logs, metrics
+from . import logconfig, metrics
 from .errors import NodeBehind, Retryable
 
-log = logs.get("retry")
+log = logconfig.get("retry")
 NODE_BEHIND_CAP = 5.0  # seconds: a node catching up again is followed closely
 
 

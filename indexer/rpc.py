@@ -1,4 +1,4 @@
-"""JSON-RPC over HTTP: the transport under ``Chain``.
+"""JSON-RPC over HTTP: the transport under ``Chain`` (node -> chain.py -> fetch.py -> decode).
 
 ``Rpc`` sends single and batched requests to a list of endpoints (first is primary, the rest
 fallbacks), retrying transient failures with exponential backoff and jitter (tenacity) and moving
@@ -27,11 +27,11 @@ import aiohttp
 import orjson
 import tenacity
 
-from . import logs
+from . import logconfig
 from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 from .pacing import Outcome, Pacer, retry_after
 
-log = logs.get("rpc")
+log = logconfig.get("rpc")
 
 # Messages providers use when an eth_getLogs request is too big (block range or result size).
 _RANGE_ERRORS = re.compile(
@@ -89,7 +89,6 @@ class Rpc:
         self._max_wait = max_wait
         self._on_error = on_error
         self.max_body = max_body  # larger answers are refused like a provider's size limit
-        self.last_body_size = 0  # bytes of the last answer read
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self.last_ok = 0.0  # monotonic time of the last usable answer
@@ -115,9 +114,14 @@ class Rpc:
     async def request(self, method: str, params: Sequence[Any], max_body: int | None = None) -> Any:
         """One call; an answer over ``max_body`` bytes (default: the client's guard) raises
         AnswerTooLarge without being read when the node says its length up front."""
+        return (await self.request_sized(method, params, max_body))[0]
+
+    async def request_sized(self, method: str, params: Sequence[Any], max_body: int | None = None) -> tuple[Any, int]:
+        """:meth:`request`, and the size in bytes of that very answer (the range sizer's input:
+        several requests share one client, so the size travels with its answer)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        body = await self._with_retries(orjson.dumps(payload), method, max_body)
-        return _result(body, method)
+        body, size = await self._with_retries(orjson.dumps(payload), method, max_body)
+        return _result(body, method), size
 
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Send calls as one JSON-RPC batch; return results in order. Errors raise per item:
@@ -133,7 +137,7 @@ class Rpc:
             {"jsonrpc": "2.0", "id": start + i, "method": m, "params": list(p)}
             for i, (m, p) in enumerate(calls)
         ]
-        body = await self._with_retries(orjson.dumps(payload), calls[0][0], cost=len(calls))
+        body, _ = await self._with_retries(orjson.dumps(payload), calls[0][0], cost=len(calls))
         if not isinstance(body, list) or len(body) != len(calls):
             if isinstance(body, dict) and "error" in body:
                 return [body] * len(calls)
@@ -144,7 +148,8 @@ class Rpc:
         except KeyError:
             raise RpcUnavailable(f"{mask_url(self.url)}: batch answer is missing ids") from None
 
-    async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None, cost: int = 1) -> Any:
+    async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None,
+                            cost: int = 1) -> tuple[Any, int]:
         stop = tenacity.stop_never if self._attempts is None else tenacity.stop_after_attempt(self._attempts)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RpcUnavailable),
@@ -168,7 +173,7 @@ class Rpc:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _paced(self, url: str, payload: bytes, max_body: int, cost: int) -> Any:
+    async def _paced(self, url: str, payload: bytes, max_body: int, cost: int) -> tuple[Any, int]:
         """``_post`` within the pacer's window; refused for rate, sent again after its pause."""
         first_refusal: float | None = None
         while True:
@@ -192,7 +197,7 @@ class Rpc:
             finally:
                 await self.pacer.release(ticket, outcome, wait)
 
-    async def _post(self, url: str, payload: bytes, max_body: int) -> Any:
+    async def _post(self, url: str, payload: bytes, max_body: int) -> tuple[Any, int]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         shown = mask_url(url)
@@ -229,7 +234,7 @@ class Rpc:
             raise RateLimited(message) if limited else RpcUnavailable(message)
         if status >= 400 and not isinstance(decoded, dict | list):
             raise RpcUnavailable(f"{shown}: HTTP {status}")
-        return decoded
+        return decoded, len(body)
 
     async def _read(self, resp: aiohttp.ClientResponse, max_body: int) -> bytes:
         """The body, refused past ``max_body`` bytes (AnswerTooLarge, so eth_getLogs cuts the
@@ -244,7 +249,6 @@ class Rpc:
             if size > max_body:
                 raise AnswerTooLarge(f"answer is over {max_body} bytes", None)
             chunks.append(chunk)
-        self.last_body_size = size
         return b"".join(chunks)
 
     def _count(self, kind: str) -> None:

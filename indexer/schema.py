@@ -34,10 +34,10 @@ from importlib import resources
 
 import asyncpg
 
-from . import logs
+from . import logconfig
 from .errors import LockHeld, SchemaMismatch, ServiceUnreachable
 
-log = logs.get("schema")
+log = logconfig.get("schema")
 
 
 @dataclass(frozen=True)

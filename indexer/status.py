@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from . import reconcile
 from .chain import connect
 from .config import Settings
+from .custody import reconcile
 from .errors import IndexerError
 from .models import exact
 from .store import Store
@@ -43,7 +41,3 @@ async def status(settings: Settings) -> str:
         return "\n".join(lines)
     finally:
         await store.close()
-
-
-def main(settings: Settings) -> str:  # pragma: no cover - convenience for scripts
-    return asyncio.run(status(settings))

@@ -1,5 +1,5 @@
 """The indexer's database: the pool, the writer lock, and the statements outside a batch. With
-writes.py (the SQL inside a batch and a rewind) and schema.py (versions and migrations), the only
+batch_sql.py (the SQL inside a batch and a rewind) and schema.py (versions and migrations), the only
 modules that talk SQL.
 
 One transaction per batch (``commit_batch``), all or nothing; it is idempotent against a lost
@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 import asyncpg
 import tenacity
 
-from . import logs, schema
+from . import logconfig, schema
+from .batch_sql import TRANSFER_COLUMNS, BatchWrite, TokenState, copy_text, insert_tokens, rewind_to, ts, write_batch
 from .errors import DatabaseUnavailable, ServiceUnreachable, mask_url
 from .models import Cursor, TokenInfo, TokenKind
-from .writes import TRANSFER_COLUMNS, BatchWrite, TokenState, copy_text, insert_tokens, rewind_to, ts, write_batch
 
 __all__ = ["TRANSFER_COLUMNS", "BatchWrite", "Store", "TokenState", "copy_text", "schema_sql", "ts"]
 schema_sql = schema.schema_sql
 
-log = logs.get("store")
+log = logconfig.get("store")
 T = TypeVar("T")
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import calls, logs
+from . import contract_views as views
+from . import logconfig
+from .batch_sql import TokenState
 from .chain import Chain, StateUnavailable
 from .ledger import event_samples, find_changes
 from .models import ONE, Header, MultiplierChange, NewToken, TokenEvent, TokenInfo, TokenKind, underlying_of
-from .writes import TokenState
 
-log = logs.get("tokens")
+log = logconfig.get("tokens")
 
 
 async def read_token(
@@ -26,17 +27,17 @@ async def read_token(
     """What the contract at ``address`` says of itself at ``block``: symbol, name, decimals and
     kind (an xStock answers getCurrentMultiplier); None when there is no code there."""
     answers = await chain.call_many(
-        [(address, calls.SYMBOL), (address, calls.NAME), (address, calls.DECIMALS),
-         (address, calls.GET_CURRENT_MULTIPLIER)], block)
+        [(address, views.SYMBOL), (address, views.NAME), (address, views.DECIMALS),
+         (address, views.GET_CURRENT_MULTIPLIER)], block)
     code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
     if not code or code == "0x":
         return None
-    sym = symbol or calls.as_text(answers[0]) or address[:10]
-    kind = TokenKind.XSTOCK if calls.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+    sym = symbol or views.as_text(answers[0]) or address[:10]
+    kind = TokenKind.XSTOCK if views.as_multiplier(answers[3]) is not None else TokenKind.ERC20
     if isinstance(block, str) or block > start_block:
         kind = await kind_at_start(chain, address, start_block, kind)
-    decimals = calls.as_uint(answers[2])
-    return TokenInfo(chain_id, address, sym, calls.as_text(answers[1]) or sym,
+    decimals = views.as_uint(answers[2])
+    return TokenInfo(chain_id, address, sym, views.as_text(answers[1]) or sym,
                      underlying or underlying_of(sym), 18 if decimals is None else decimals,
                      kind, start_block, source)
 
@@ -53,10 +54,10 @@ async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKin
                 mid = (lo + hi) // 2
                 lo, hi = (lo, mid) if await _has_code(chain, address, mid) else (mid, hi)
             block = hi
-        answer = await chain.call(address, calls.GET_CURRENT_MULTIPLIER, block)
+        answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, block)
     except StateUnavailable:
         return latest
-    return TokenKind.XSTOCK if calls.as_multiplier(answer) is not None else TokenKind.ERC20
+    return TokenKind.XSTOCK if views.as_multiplier(answer) is not None else TokenKind.ERC20
 
 
 async def _has_code(chain: Chain, address: str, block: int) -> bool:
@@ -69,7 +70,7 @@ async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
     if info.kind is TokenKind.ERC20 or info.start_block == 0:
         return ONE
     try:
-        value = calls.as_multiplier(await chain.call(info.address, calls.GET_CURRENT_MULTIPLIER,
+        value = views.as_multiplier(await chain.call(info.address, views.GET_CURRENT_MULTIPLIER,
                                                           info.start_block - 1))
     except StateUnavailable:
         log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
@@ -101,7 +102,7 @@ async def multipliers_at(chain: Chain, xstocks: list[str], block: int) -> list[b
     if not xstocks:
         return []
     try:
-        return await chain.call_many([(a, calls.GET_CURRENT_MULTIPLIER) for a in xstocks], block)
+        return await chain.call_many([(a, views.GET_CURRENT_MULTIPLIER) for a in xstocks], block)
     except StateUnavailable:
         return [None] * len(xstocks)
 
@@ -118,7 +119,7 @@ async def multipliers(
         return [], {}
     read: dict[str, int | None] = {a: v for a, v in (known or {}).items() if v is not None}
     asked = [a for a in xstocks if a not in read]
-    read.update(zip(asked, [calls.as_multiplier(x) for x in await multipliers_at(chain, asked, end)], strict=True))
+    read.update(zip(asked, [views.as_multiplier(x) for x in await multipliers_at(chain, asked, end)], strict=True))
     from_events = event_samples(events)
     changes: list[MultiplierChange] = []
     at_end: dict[str, int] = {}
@@ -139,7 +140,7 @@ async def multipliers(
         samples.append((end, value))
 
         async def probe(n: int, address: str = address) -> int:
-            return calls.as_multiplier(await chain.call(address, calls.GET_CURRENT_MULTIPLIER, n)) or ONE
+            return views.as_multiplier(await chain.call(address, views.GET_CURRENT_MULTIPLIER, n)) or ONE
 
         changes += await find_changes(address, samples, probe, block_time, set(seen))
         at_end[address] = value

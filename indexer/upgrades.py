@@ -26,15 +26,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from . import calls, logs
+from . import contract_views as views
+from . import logconfig
+from .batch_sql import TokenState
 from .chain import Chain
 from .decode import OTHER_EVENTS
 from .ledger import fold
 from .models import ZERO_ADDRESS, Decoded, TokenKind, Transfer, Wire
 from .store import Store
-from .writes import TokenState
 
-log = logs.get("upgrades")
+log = logconfig.get("upgrades")
 UPGRADED_TOPIC = next(spec.topic for spec in OTHER_EVENTS if spec.name == "Upgraded")
 
 
@@ -69,8 +70,8 @@ async def kind_changes(chain: Chain, raws: Sequence[Wire], active: Mapping[str, 
         if token not in kinds:
             continue
         block = int(r["blockNumber"], 16)
-        answer = await chain.call(token, calls.GET_CURRENT_MULTIPLIER, block)
-        kind = TokenKind.XSTOCK if calls.as_multiplier(answer) is not None else TokenKind.ERC20
+        answer = await chain.call(token, views.GET_CURRENT_MULTIPLIER, block)
+        kind = TokenKind.XSTOCK if views.as_multiplier(answer) is not None else TokenKind.ERC20
         if kind is kinds[token]:
             continue
         ts = r.get("blockTimestamp")
@@ -132,11 +133,11 @@ async def _conversions(chain: Chain, store: Store, chain_id: int, c: KindChange,
     for (_, holder), moved in fold(m for m in moves if m.token == token and m.block_number <= u).holders.items():
         ledger[holder] = ledger.get(holder, 0) + moved.shares
     holders = sorted(ledger)
-    answers = await chain.call_many([(token, calls.shares_of(h)) for h in holders], u)
+    answers = await chain.call_many([(token, views.shares_of(h)) for h in holders], u)
     time = c.block_time or (await chain.header(u)).timestamp
     rows_out: list[Transfer] = []
     for holder, answer in zip(holders, answers, strict=True):
-        delta = (calls.as_uint(answer) or 0) - ledger[holder]
+        delta = (views.as_uint(answer) or 0) - ledger[holder]
         if delta == 0:
             continue
         frm, to = (ZERO_ADDRESS, holder) if delta > 0 else (holder, ZERO_ADDRESS)

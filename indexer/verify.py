@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from asyncpg import Record
 
-from . import calls
+from . import contract_views as views
 from .chain import Chain, connect
 from .config import ChainConfig, Settings
 from .errors import InputError
@@ -82,19 +82,19 @@ async def _verify_token(node: Chain, store: Store, chain_id: int, t: Record, at:
             "WHERE chain_id = $1 AND token = $2 ORDER BY holder", chain_id, address, at)
         supply_db = await store.fetch("SELECT supply_at($1, $2, $3) AS s", chain_id, address, at)
     answers = await node.call_many(
-        [(address, calls.TOTAL_SUPPLY), (address, calls.GET_CURRENT_MULTIPLIER)]
-        + [(address, calls.balance_of(r["holder"])) for r in rows], at)
-    chain_supply = calls.as_uint(answers[0])
+        [(address, views.TOTAL_SUPPLY), (address, views.GET_CURRENT_MULTIPLIER)]
+        + [(address, views.balance_of(r["holder"])) for r in rows], at)
+    chain_supply = views.as_uint(answers[0])
     if chain_supply != int(supply_db[0]["s"]):
         report.differences.append(
             f"{symbol}: totalSupply {chain_supply} on chain, {exact(supply_db[0]['s'])} in database")
     if current and t["kind"] == TokenKind.XSTOCK.value:
-        m = calls.as_multiplier(answers[1])
+        m = views.as_multiplier(answers[1])
         if m is not None and m != int(t["multiplier"]):
             report.differences.append(f"{symbol}: multiplier {m} on chain, {exact(t['multiplier'])} in database")
     for row, answer in zip(rows, answers[2:], strict=True):
         report.balances += 1
-        on_chain = calls.as_uint(answer)
+        on_chain = views.as_uint(answer)
         if on_chain != int(row["balance"]):
             report.differences.append(
                 f"{symbol} {row['holder']}: balanceOf {on_chain} on chain, {exact(row['balance'])} in database")

@@ -33,7 +33,7 @@ from devnet.contracts import load_artifact
 from devnet.deploy import World, deploy_world
 from devnet.node import Node
 from devnet.simulate import Simulator
-from indexer.custody import COLUMNS
+from indexer.custody.parse import COLUMNS
 from tests.conftest import PgServer, cli, execute, run_sync
 
 DAY = 86_400

@@ -26,8 +26,8 @@ from devnet.deploy import Transactor, Tx, World
 from devnet.node import Node
 from indexer.backfill import backfill
 from indexer.config import Settings, load_settings
-from indexer.custody import COLUMNS
-from indexer.custody_import import ImportReport, import_file
+from indexer.custody.importer import ImportReport, import_file
+from indexer.custody.parse import COLUMNS
 
 ONE = 10**18
 HOLDER = "0x" + "ab" * 20

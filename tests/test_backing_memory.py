@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from devnet.deploy import World
-from indexer.reconcile import evaluate
+from indexer.custody.reconcile import evaluate
 from indexer.store import Store
 from tests.custody_desk import Desk
 
@@ -112,7 +112,7 @@ async def test_shortcuts_equal_the_definitions(desk: Desk) -> None:
     await desk.attest("TSLA", 1100, t + 40, account="acc-3")
     again = desk.folder / "custody-0.csv"
     assert first.sha256 and again.exists()
-    from indexer.custody_import import import_file
+    from indexer.custody.importer import import_file
 
     restated = await import_file(desk.settings, str(again))  # the first file again: it wins the tie at t+5
     assert restated.duplicate

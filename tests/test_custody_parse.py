@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from indexer.custody import ATTESTOR_FEED, ISSUER_API, Context, parse
+from indexer.custody.parse import ATTESTOR_FEED, ISSUER_API, Context, parse
 from indexer.errors import InputError
 
 KNOWN = {"TSLA": "TSLA", "TSLAX": "TSLA", "AAPL": "AAPL", "AAPLX": "AAPL"}

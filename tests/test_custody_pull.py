@@ -13,7 +13,7 @@ import pytest
 
 from devnet.anvil import free_port
 from devnet.deploy import World
-from indexer.custody_import import pull
+from indexer.custody.importer import pull
 from indexer.errors import InputError, ServiceUnreachable
 from tests.conftest import cli
 from tests.custody_desk import Desk, iso

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from eth_abi.abi import decode
 
 from devnet import anvil as anvil_module
@@ -370,10 +371,13 @@ def test_deploy_and_trade_fail_in_one_line(anvil_factory: Callable[..., Anvil], 
 
     def devnet_cli(*args: str) -> Ran:
         capsys.readouterr()
+        saved = structlog.get_config()  # main() points the log at this test's captured stdout
         try:
             code = devnet_main(list(args))
         except SystemExit as exc:  # argparse
             code = int(exc.code or 0)
+        finally:
+            structlog.configure(**saved)
         out, err = capsys.readouterr()
         return Ran(code, out, err)
 

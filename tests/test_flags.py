@@ -9,8 +9,8 @@ import pytest
 
 from devnet.deploy import World
 from indexer import metrics
-from indexer.flags import export_gauge
-from indexer.reconcile import reconcile
+from indexer.custody.flags import export_gauge
+from indexer.custody.reconcile import reconcile
 from indexer.store import Store
 from tests.conftest import cli
 from tests.custody_desk import Desk

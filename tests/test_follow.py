@@ -18,7 +18,7 @@ from tests.oracle import compare_history
 from tests.rpcproxy import RpcProxy
 from tests.silent_paths import E18, Scene, config_text
 
-STATE_VIEWS = 9  # eth_calls per xStock and block read (indexer.calls.STATE_VIEWS)
+STATE_VIEWS = 9  # eth_calls per xStock and block read (indexer.contract_views.STATE_VIEWS)
 
 
 def backfill_through(proxy: RpcProxy, world: World, database_url: str, tmp_path: Path, blocks: int) -> None:

@@ -19,10 +19,10 @@ import pytest
 
 from devnet.anvil import Anvil
 from devnet.deploy import World, deploy_world
-from indexer.custody import COLUMNS
-from indexer.custody_import import import_file
+from indexer.custody.importer import import_file
+from indexer.custody.parse import COLUMNS
+from indexer.custody.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
 from indexer.errors import InputError
-from indexer.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
 from tests.conftest import cli
 from tests.custody_desk import ONE, Desk, Listener, iso
 

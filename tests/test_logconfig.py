@@ -12,8 +12,8 @@ from tests.conftest import REPO_ROOT, cli
 
 EMITTERS = r"""
 import asyncio, gc, logging, warnings
-from indexer import logs
-logs.configure("info", json=True)
+from indexer import logconfig
+logconfig.configure("info", json=True)
 logging.getLogger("asyncpg.pool").warning("connection %s was lost", "pool-1")
 try:
     raise ConnectionResetError("reset by peer\nsecond line")
@@ -32,7 +32,7 @@ async def main():
     await asyncio.sleep(0)
 asyncio.run(main())
 gc.collect()
-logs.get("store").info("native", block=5)
+logconfig.get("store").info("native", block=5)
 """
 
 

@@ -6,7 +6,7 @@ import eth_abi
 import pytest
 from eth_utils import keccak
 
-from indexer import calls
+from indexer import contract_views as views
 
 
 def keccak_selector(signature: str) -> str:
@@ -16,11 +16,11 @@ def keccak_selector(signature: str) -> str:
 @pytest.mark.parametrize(
     ("constant", "signature", "known"),
     [
-        (calls.TOTAL_SUPPLY, "totalSupply()", "0x18160ddd"),
-        (calls.SYMBOL, "symbol()", "0x95d89b41"),
-        (calls.NAME, "name()", "0x06fdde03"),
-        (calls.DECIMALS, "decimals()", "0x313ce567"),
-        (calls.GET_CURRENT_MULTIPLIER, "getCurrentMultiplier()", None),
+        (views.TOTAL_SUPPLY, "totalSupply()", "0x18160ddd"),
+        (views.SYMBOL, "symbol()", "0x95d89b41"),
+        (views.NAME, "name()", "0x06fdde03"),
+        (views.DECIMALS, "decimals()", "0x313ce567"),
+        (views.GET_CURRENT_MULTIPLIER, "getCurrentMultiplier()", None),
     ],
 )
 def test_selectors_are_keccak_of_the_signature(constant: str, signature: str, known: str | None) -> None:
@@ -31,8 +31,8 @@ def test_selectors_are_keccak_of_the_signature(constant: str, signature: str, kn
 
 
 def test_selector_helper() -> None:
-    assert calls.selector("balanceOf(address)") == "0x70a08231"
-    assert calls.selector("transfer(address,uint256)") == "0xa9059cbb"
+    assert views.selector("balanceOf(address)") == "0x70a08231"
+    assert views.selector("transfer(address,uint256)") == "0xa9059cbb"
 
 
 @pytest.mark.parametrize(
@@ -40,19 +40,19 @@ def test_selector_helper() -> None:
     ["0x" + "00" * 20, "0x" + "ff" * 20, "0x" + "AbCdEf0123" * 4, "0x" + "00" * 19 + "01"],
 )
 def test_balance_of_encoding(holder: str) -> None:
-    data = calls.balance_of(holder)
+    data = views.balance_of(holder)
     assert data == "0x70a08231" + eth_abi.encode(["address"], [holder.lower()]).hex()
     assert len(data) == 2 + 8 + 64
     assert data == data.lower()
 
 
 def test_as_uint() -> None:
-    assert calls.as_uint(None) is None
-    assert calls.as_uint(b"") is None
-    assert calls.as_uint(b"\x01" * 31) is None
-    assert calls.as_uint(eth_abi.encode(["uint256"], [12345])) == 12345
-    assert calls.as_uint(eth_abi.encode(["uint256"], [2**256 - 1])) == 2**256 - 1
-    assert calls.as_uint(eth_abi.encode(["uint8"], [18])) == 18
+    assert views.as_uint(None) is None
+    assert views.as_uint(b"") is None
+    assert views.as_uint(b"\x01" * 31) is None
+    assert views.as_uint(eth_abi.encode(["uint256"], [12345])) == 12345
+    assert views.as_uint(eth_abi.encode(["uint256"], [2**256 - 1])) == 2**256 - 1
+    assert views.as_uint(eth_abi.encode(["uint8"], [18])) == 18
 
 
 def multiplier_answer(multiplier: int, periods: int = 3, nonce: int = 7) -> bytes:
@@ -63,39 +63,39 @@ def multiplier_answer(multiplier: int, periods: int = 3, nonce: int = 7) -> byte
 def test_as_multiplier_reads_the_first_of_three_words(value: int) -> None:
     answer = multiplier_answer(value)
     assert len(answer) == 96
-    assert calls.as_multiplier(answer) == value
+    assert views.as_multiplier(answer) == value
 
 
 @pytest.mark.parametrize("size", [0, 32, 64, 95, 97, 128])
 def test_as_multiplier_needs_exactly_96_bytes(size: int) -> None:
     answer = (multiplier_answer(10**18) * 2)[:size]
-    assert calls.as_multiplier(answer) is None
+    assert views.as_multiplier(answer) is None
 
 
 def test_as_multiplier_of_nothing_or_zero_is_none() -> None:
-    assert calls.as_multiplier(None) is None
-    assert calls.as_multiplier(multiplier_answer(0)) is None
+    assert views.as_multiplier(None) is None
+    assert views.as_multiplier(multiplier_answer(0)) is None
 
 
 @pytest.mark.parametrize("text", ["TSLAx", "Tesla xStock", "A" * 32, "A" * 33, "ünïcode"])
 def test_as_text_decodes_abi_strings(text: str) -> None:
-    assert calls.as_text(eth_abi.encode(["string"], [text])) == text
+    assert views.as_text(eth_abi.encode(["string"], [text])) == text
 
 
 def test_as_text_strips_whitespace_and_empty_is_none() -> None:
-    assert calls.as_text(eth_abi.encode(["string"], ["  MKR \n"])) == "MKR"
-    assert calls.as_text(eth_abi.encode(["string"], [""])) is None
-    assert calls.as_text(eth_abi.encode(["string"], ["   "])) is None
+    assert views.as_text(eth_abi.encode(["string"], ["  MKR \n"])) == "MKR"
+    assert views.as_text(eth_abi.encode(["string"], [""])) is None
+    assert views.as_text(eth_abi.encode(["string"], ["   "])) is None
 
 
 @pytest.mark.parametrize(("raw", "text"), [(b"MKR", "MKR"), (b"Maker", "Maker"), (b"X" * 32, "X" * 32)])
 def test_as_text_decodes_right_padded_bytes32(raw: bytes, text: str) -> None:
-    assert calls.as_text(raw.ljust(32, b"\0")) == text
+    assert views.as_text(raw.ljust(32, b"\0")) == text
 
 
 def test_as_text_of_nothing() -> None:
-    assert calls.as_text(None) is None
-    assert calls.as_text(b"\0" * 32) is None
+    assert views.as_text(None) is None
+    assert views.as_text(b"\0" * 32) is None
 
 
 @pytest.mark.parametrize(
@@ -108,4 +108,4 @@ def test_as_text_of_nothing() -> None:
     ids=["bad-offset", "bad-length", "odd-size"],
 )
 def test_as_text_of_garbage_is_none(answer: bytes) -> None:
-    assert calls.as_text(answer) is None
+    assert views.as_text(answer) is None

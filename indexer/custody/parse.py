@@ -18,7 +18,7 @@ Shares are exact decimals in underlying shares (JSON numbers are read exactly to
 ISO 8601 with a zone; attestor and issuer times may also be Unix seconds (milliseconds from
 10^11 up). The first bad value (not a number, more than 78 digits, negative, unknown
 underlying, missing field, bad or future time) raises InputError naming the file, the CSV line
-or JSON path and the field (see :mod:`custody_fields`). A JSON document that is not an array or
+or JSON path and the field (see :mod:`.fields`). A JSON document that is not an array or
 object is refused as such. :func:`parse` also refuses two records for one account and time;
 the streaming importer checks that in the database.
 """
@@ -39,10 +39,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from . import custody_fields as f
-from . import custody_json as j
-from .custody_fields import ATTESTOR_FEED, COLUMNS, ISSUER_API, At, Context, CustodyRecord
-from .errors import InputError
+from ..errors import InputError
+from . import fields as f
+from . import json_shapes as j
+from .fields import ATTESTOR_FEED, COLUMNS, ISSUER_API, At, Context, CustodyRecord
 
 __all__ = ["ATTESTOR_FEED", "COLUMNS", "FORMATS", "ISSUER_API", "Context", "CustodyRecord", "Payload", "Stream",
            "open_stream", "parse"]
@@ -66,7 +66,7 @@ class Payload:
 class CsvRows:
     """A CSV payload's lines and what checks them: :meth:`open` reads the header and returns the
     reader of the rows after it with the column names. The bulk importer reads rows from here
-    directly (:mod:`custody_copy`); everyone else iterates :attr:`Stream.records`."""
+    directly (:mod:`.copy_text`); everyone else iterates :attr:`Stream.records`."""
 
     lines: Iterator[str]
     ctx: Context
@@ -224,7 +224,7 @@ def _from_csv(rows: CsvRows) -> Iterator[tuple[At, CustodyRecord]]:
 
 class _FastCsv:
     """The common CSV row (plain values, known names, a time seen on the row before) checked
-    without building messages; None sends the row through :func:`custody_fields.row_record`, which names the fault
+    without building messages; None sends the row through :func:`.fields.row_record`, which names the fault
     or accepts what the fast path does not know."""
 
     def __init__(self, names: list[str], ctx: Context) -> None:

@@ -1,4 +1,4 @@
-"""Pure: the values of one custody record, checked one by one (used by :mod:`custody`).
+"""Pure: the values of one custody record, checked one by one (used by :mod:`.parse`).
 
 Every check takes the place (``At``: a CSV line or a JSON path) and the field name, and raises
 InputError naming both and the value as given (shortened): ``custody.csv line 14:
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 MAX_DIGITS = 78
 ATTESTOR_FEED = "attestor feed"

@@ -1,13 +1,13 @@
 """``indexer custody import`` and ``indexer custody pull``: custody payloads into the database.
 
 The bytes (a file, ``-`` for stdin, or the issuer API over HTTP) are bounded and hashed first
-(:mod:`custody_source`). A payload already imported (same SHA-256) is not parsed again: it only
+(:mod:`.source`). A payload already imported (same SHA-256) is not parsed again: it only
 becomes the latest statement for the times it covers again (custody_imports.seq breaks the tie
 between two records of one account and one as_of). A new payload is validated as a stream
-(:mod:`custody`; known underlyings: the indexed tokens' underlyings and symbols, the config's
+(:mod:`.parse`; known underlyings: the indexed tokens' underlyings and symbols, the config's
 tokens and ``[custody.accounts]``, earlier records; unchecked while no token is indexed yet;
 as_of at most 5 minutes past both the clock and the latest indexed block), encoded by
-:mod:`custody_copy` in a worker thread and loaded in chunks with COPY straight into
+:mod:`.copy_text` in a worker thread and loaded in chunks with COPY straight into
 custody_attestations, all in one transaction: a fault on the last line leaves nothing behind,
 and memory does not grow with the file. Two records for one account and one as_of are found
 from the encoder's key hashes (the rows are grouped in the database only when two hashes are
@@ -31,16 +31,17 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from . import logs, reconcile
-from .config import Settings
-from .custody import Context, Stream, open_stream
-from .custody_copy import COPY_COLUMNS, Encoder
-from .custody_source import Source, fetch, open_file
-from .errors import InputError
-from .models import underlying_of
-from .store import Store
+from .. import logconfig
+from ..config import Settings
+from ..errors import InputError
+from ..models import underlying_of
+from ..store import Store
+from . import reconcile
+from .copy_text import COPY_COLUMNS, Encoder
+from .parse import Context, Stream, open_stream
+from .source import Source, fetch, open_file
 
-log = logs.get("custody")
+log = logconfig.get("custody")
 FUTURE_SLACK = timedelta(minutes=5)
 CHUNK_RECORDS = 20_000
 ANALYZE_AFTER = 100_000

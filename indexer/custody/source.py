@@ -28,7 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from .errors import InputError, ServiceUnreachable, mask_url
+from ..errors import InputError, ServiceUnreachable, mask_url
 
 PULL_TIMEOUT = 30.0
 MAX_REDIRECTS = 5

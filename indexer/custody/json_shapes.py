@@ -1,4 +1,4 @@
-"""Pure: the JSON shapes of a custody payload (see :mod:`custody` for the formats) -> records.
+"""Pure: the JSON shapes of a custody payload (see :mod:`.parse` for the formats) -> records.
 
 Numbers are read exactly (Decimal); an integer too long for Python's int stays a Decimal so that
 the shares check names it; NaN and Infinity stay strings so that it refuses them by name.
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from . import custody_fields as f
-from .custody_fields import ATTESTOR_FEED, ISSUER_API, At, Context, CustodyRecord
-from .errors import InputError
-from .models import underlying_of
+from ..errors import InputError
+from ..models import underlying_of
+from . import fields as f
+from .fields import ATTESTOR_FEED, ISSUER_API, At, Context, CustodyRecord
 
 Located = Iterator[tuple[At, CustodyRecord]]
 

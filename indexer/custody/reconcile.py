@@ -33,11 +33,12 @@ from typing import Any
 
 import asyncpg
 
-from . import flags, logs
-from .config import Settings
-from .store import Store
+from .. import logconfig
+from ..config import Settings
+from ..store import Store
+from . import flags
 
-log = logs.get("reconcile")
+log = logconfig.get("reconcile")
 CHANNEL = "backing_flags"
 _NOTIFY_LIMIT = 7900  # PostgreSQL caps a NOTIFY payload at 8000 bytes
 Ident = tuple[str, str | None, int | None, str | None, str]

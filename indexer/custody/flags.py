@@ -15,10 +15,10 @@ import json
 
 import asyncpg
 
-from . import metrics
-from .config import Settings
-from .errors import InputError
-from .store import Store
+from .. import metrics
+from ..config import Settings
+from ..errors import InputError
+from ..store import Store
 
 LIST_SQL = """SELECT f.id, f.rule, f.severity, f.underlying, f.chain_id, f.token, f.opened_at, f.opened_block,
                      f.closed_at, f.acknowledged_at,

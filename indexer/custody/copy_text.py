@@ -1,11 +1,11 @@
 """Pure: validated custody records -> COPY text for custody_attestations, in chunks (the bulk
-half of ``indexer custody import``, between :mod:`custody` and :mod:`custody_import`).
+half of ``indexer custody import``, between :mod:`.parse` and :mod:`.importer`).
 
 Each chunk is ready for ``COPY custody_attestations (...) FROM STDIN`` (text format): every line
 carries the payload's source and SHA-256, so the records go straight into their table without a
 staging copy. A CSV is read on a fast path: a row of plain values (known underlying, decimal
 shares without sign or exponent, an ISO time seen before, ripcord false) is written from its
-own text with no record object; any other row goes through :func:`custody_fields.row_record`,
+own text with no record object; any other row goes through :func:`.fields.row_record`,
 which names its fault or accepts what the fast path does not know. Both accept the same rows.
 
 Beside the text the encoder keeps, per record, where it was (CSV line or JSON path) and a
@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import islice
 
-from . import custody_fields as f
-from .custody import Stream
-from .custody_fields import COLUMNS, At, CustodyRecord
-from .errors import InputError
+from ..errors import InputError
+from . import fields as f
+from .fields import COLUMNS, At, CustodyRecord
+from .parse import Stream
 
 COPY_COLUMNS = ("underlying", "custodian", "account", "settled_shares", "in_transit_shares", "as_of", "attestor",
                 "ripcord", "ripcord_details", "source", "payload_sha256")
