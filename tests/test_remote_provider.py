@@ -20,15 +20,16 @@ async def test_backfill_through_a_rate_limited_provider_is_exact(world: World, t
                                                                  database_url: str) -> None:
     sim = Simulator(world, seed=15, n_holders=10)
     sim.run(blocks=12, moves_per_block=8)
-    with Provider(world.rpc_url, rtt=0.02, rate=60.0, max_range=300, max_logs=100, stretch=STRETCH) as provider:
+    with Provider(world.rpc_url, rtt=0.02, rate=15.0, max_range=300, max_logs=100, stretch=STRETCH) as provider:
         seen = dataclasses.replace(world, rpc_url=provider.url, deploy_block=world.deploy_block * STRETCH)
         config = seen.write_toml(tmp_path / "indexer.toml", database_url)
         done = cli("backfill", config=config, timeout=180.0)
         assert done.returncode == 0, done.stderr[-3000:]
+        calls = provider.calls()
+        print("CALLS", calls, dict(provider.stats))
         assert provider.stats["http_429"] > 0  # refused for its rate, and survived
         assert provider.stats["refused_range"] > 0 and provider.stats["refused_logs"] > 0
         assert "rpc_retry" not in done.stderr  # a 429 is paced, not a failed attempt
-        calls = provider.calls()
         assert calls["eth_getLogs"] > 0
         provider.set_rate(None)
         touched = {world.all_tokens[s]: addrs for s, addrs in sim.summary.touched.items()}
