@@ -84,7 +84,7 @@ async def read_states(chain: Chain, asks: Iterable[tuple[str, int]], times: dict
         by_block.setdefault(block, []).append(token)
     answers, stamps = await views_at(
         chain, {b: [(t, d) for t in tokens for d in views.STATE_VIEWS] for b, tokens in by_block.items()}, strict)
-    times.update(stamps)
+    times.update({b: t for b, t in stamps.items() if isinstance(b, int)})
     untimed = sorted(set(by_block) - set(times))
     if untimed:
         times.update({h.number: h.timestamp for h in await chain.headers(untimed)})

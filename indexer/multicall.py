@@ -65,10 +65,11 @@ _plain: weakref.WeakKeyDictionary[Chain, bool] = weakref.WeakKeyDictionary()  # 
 
 Calls = Sequence[tuple[str, str]]  # (contract, calldata)
 Answer = bytes | None
+Block = int | str  # a number, or a tag ("latest")
 
 
-async def views_at(chain: Chain, asks: Mapping[int, Calls], strict: bool = True,
-                   ) -> tuple[dict[int, list[Answer] | None], dict[int, int]]:
+async def views_at(chain: Chain, asks: Mapping[Block, Calls], strict: bool = True,
+                   ) -> tuple[dict[Block, list[Answer] | None], dict[Block, int]]:
     """The answers to each block's calls (in order; None for a revert or an empty answer), or
     None for a block the node has no state for when not ``strict``; and the timestamps of the
     blocks, when the reader gave them (a node refusing overrides gives none)."""
@@ -87,20 +88,21 @@ class _Refused(Exception):
     """The node does not run the reader (no override support)."""
 
 
-async def _through_reader(chain: Chain, asks: Mapping[int, Calls], strict: bool,
-                          ) -> tuple[dict[int, list[Answer] | None], dict[int, int]]:
+async def _through_reader(chain: Chain, asks: Mapping[Block, Calls], strict: bool,
+                          ) -> tuple[dict[Block, list[Answer] | None], dict[Block, int]]:
     items: list[tuple[str, list[object]]] = []
-    parts: list[tuple[int, int, int]] = []  # (block, first call, calls) per item
-    for block, calls in sorted(asks.items()):
+    parts: list[tuple[Block, int, int]] = []  # (block, first call, calls) per item
+    for block, calls in asks.items():
         for i in range(0, max(1, len(calls)), CHUNK):
             chunk = [*calls[i:i + CHUNK], (READER, _TIME)]
             data = _READ + abi_encode(["address[]", "bytes[]"], [[t for t, _ in chunk],
                                                                  [bytes.fromhex(d[2:]) for _, d in chunk]]).hex()
-            items.append(("eth_call", [{"to": READER, "data": data}, hex(block), {READER: {"code": CODE}}]))
+            tag = hex(block) if isinstance(block, int) else block
+            items.append(("eth_call", [{"to": READER, "data": data}, tag, {READER: {"code": CODE}}]))
             parts.append((block, i, len(chunk) - 1))
     raws = await chain.rpc.batch_raw(items)
-    answers: dict[int, list[Answer] | None] = {b: [None] * len(c) for b, c in asks.items()}
-    times: dict[int, int] = {}
+    answers: dict[Block, list[Answer] | None] = {b: [None] * len(c) for b, c in asks.items()}
+    times: dict[Block, int] = {}
     for (block, first, n), raw in zip(parts, raws, strict=True):
         if answers[block] is None:
             continue
@@ -136,9 +138,10 @@ def _decode(result: object, n: int) -> list[bytes]:
     return list(out)
 
 
-async def _plain_batches(chain: Chain, asks: Mapping[int, Calls], strict: bool) -> dict[int, list[Answer] | None]:
-    out: dict[int, list[Answer] | None] = {}
-    for block, calls in sorted(asks.items()):
+async def _plain_batches(chain: Chain, asks: Mapping[Block, Calls], strict: bool,
+                         ) -> dict[Block, list[Answer] | None]:
+    out: dict[Block, list[Answer] | None] = {}
+    for block, calls in asks.items():
         try:
             out[block] = await chain.call_many(list(calls), block)
         except StateUnavailable:
