@@ -24,10 +24,15 @@ How (multiplier.py has the arithmetic and the argument):
    whose state the node cannot give falls back to bisecting getCurrentMultiplier alone between
    the event values (tokens.multipliers).
 
-Cost per range: one batch of ``len(views.STATE_VIEWS)`` eth_calls per xStock at the end. With
-changes: about log16(range length) header batches to place schedule activations and fee steps;
-with a transaction that changed the state: one hint batch, then at most log2(range length)
-bisection batches. The daemon (one block per range) never bisects.
+Cost per committed range (a provider's rate limit counts calls, a batch of n as n): ONE
+eth_call at the end for every xStock's whole state (multicall.py; a node without state
+overrides: a batch of ``len(views.STATE_VIEWS)`` per xStock). A committed range spans as many
+eth_getLogs requests as half a batch of logs takes (fetch.tiled_logs), so this is paid once per
+25k logs, not per 2K-block request. With changes: about log16(range length) header batches to
+place schedule activations and fee steps; with a transaction that changed the state: one hint
+read per block, then at most log2(range length) bisection rounds, each ONE eth_call per block
+asked (the reader gives each block's time: no headers). The daemon (one block per range) never
+bisects.
 """
 
 from __future__ import annotations
