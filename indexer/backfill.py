@@ -1,30 +1,29 @@
-"""``indexer backfill``: loop the sync step over a range, then stop.
+"""``indexer backfill``: run the pipeline (pipeline.catch_up) up to a target, then stop.
 
-Resumable by construction: every step commits its events with the cursor, so a killed backfill
-restarts from the cursor and a rerun over an indexed range does nothing. Chains run concurrently.
-A Retryable that reaches a step is tried again a few times (retry.py); a node whose head is
-below the database's cursor stops the backfill at once (NodeBehind, exit 4).
+Chooses the target (the safe head, or ``--to-block``) and checks ``--from-block``; the steps,
+their prefetch and retries are pipeline.py's. Resumable by construction: every step commits its
+events with the cursor, so a killed backfill restarts from the cursor and a rerun over an
+indexed range does nothing. Chains run concurrently. A Retryable that reaches a step is tried
+again a few times (retry.py); a node whose head is below the database's cursor stops the
+backfill at once (NodeBehind, exit 4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from . import logconfig
 from .chain_writer import writer
 from .config import ChainConfig, Settings
-from .errors import InputError, NodeBehind, Retryable
+from .errors import InputError
+from .pipeline import catch_up_retrying
 from .progress import Progress
-from .retry import StepRetry
 from .store import Store
-from .sync import ChainSync, Fetched, StepResult
+from .sync import StepResult
 
 log = logconfig.get("backfill")
-RETRY_ATTEMPTS = 8
 
 
 async def backfill(
@@ -80,104 +79,6 @@ async def check_from_block(settings: Settings, cfg: ChainConfig, store: Store, f
                      f"Run backfill without --from-block, or raise start_block in the config")
 
 
-async def catch_up(sync: ChainSync, target: int, on_step: Callable[[StepResult], None],
-                   stop: Callable[[], bool] = lambda: False, ahead: int = 1) -> int:
-    """Index up to ``target``; returns the number of steps taken (0: nothing to do).
-
-    The next ranges are fetched while the current one is decoded and committed, so the node and
-    PostgreSQL work at the same time as we do. Prefetching is safe in the reorg-reachable tail
-    too: every range's headers link up, and a range whose first parent is not the cursor's block
-    is a reorg, rewound before anything of it is stored (the ranges fetched after it are
-    dropped). For one block, or while late tokens catch up, it takes plain steps."""
-    steps = 0
-    while not stop():
-        cursor = sync.cursor = await sync.store.cursor(sync.chain_id)
-        base = cursor.block_number if cursor else sync.first_block - 1
-        if target - base < 2 or sync.has_late_tokens(base):
-            result = await sync.step(target)
-            if result is None:
-                return steps
-            steps += 1
-            on_step(result)
-            continue
-        steps += await _pipeline(sync, base + 1, target, on_step, stop, ahead)
-    return steps
-
-
-async def _pipeline(sync: ChainSync, start: int, end: int, on_step: Callable[[StepResult], None],
-                    stop: Callable[[], bool], ahead: int, fetchers: int = 2) -> int:
-    """Fetch ranges one after another (each sized from the answer before it, so a range never
-    runs blind into dense blocks by more than 2x), at most ``ahead`` of them waiting, while this
-    coroutine applies them in order and the commit of each overlaps the decoding of the next."""
-    queue: asyncio.Queue[Fetched | BaseException | None] = asyncio.Queue(maxsize=ahead)
-
-    async def produce() -> None:
-        pending: deque[tuple[int, asyncio.Task[Fetched]]] = deque()
-        next_start = start
-        try:
-            while pending or next_start <= end:
-                while len(pending) < fetchers and next_start <= end:
-                    s, e = sync.plan(next_start, end)
-                    pending.append((e, asyncio.create_task(sync.fetch(s, e))))
-                    next_start = e + 1
-                planned_end, task = pending.popleft()
-                fetched = await task
-                if fetched.end < planned_end:  # cut short (answer too large): plan again from there
-                    for _, later in pending:
-                        later.cancel()
-                    await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
-                    pending.clear()
-                    next_start = fetched.end + 1
-                await queue.put(fetched)
-            await queue.put(None)
-        except Exception as exc:  # handed to the consumer, which raises it in order
-            await queue.put(exc)
-        finally:
-            for _, task in pending:
-                task.cancel()
-            await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
-
-    producer = asyncio.create_task(produce())
-    steps = 0
-    sync.overlap = True
-    try:
-        while not stop():
-            item = await queue.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            result = await sync.apply(item)
-            steps += 1
-            on_step(result)
-            if result.reorg_depth:
-                break
-        await sync.flush()
-    except BaseException:
-        await asyncio.gather(sync.flush(), return_exceptions=True)
-        await sync.reload()
-        raise
-    finally:
-        sync.overlap = False
-        producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
-    return steps
-
-
-async def _with_retries(sync: ChainSync, target: int, on_step: Callable[[StepResult], None]) -> None:
-    """catch_up, tried again after a Retryable a few times with backoff (the node behind the
-    database is not waited for: it raises at once, exit 4)."""
-    retry = StepRetry(sync.cfg.name, attempts=RETRY_ATTEMPTS)
-    while True:
-        try:
-            await catch_up(sync, target, on_step)
-            return
-        except NodeBehind:
-            raise
-        except Retryable as exc:
-            await asyncio.sleep(retry.failed(exc))  # backoff before the next attempt
-
-
 async def _backfill_chain(
     settings: Settings, cfg: ChainConfig, store: Store, from_block: int | None, to_block: int | None,
 ) -> dict[str, Any]:
@@ -200,7 +101,7 @@ async def _backfill_chain(
             def show(result: StepResult) -> None:
                 if not result.reorg_depth:
                     progress.update(result.to_block, result.logs, result.transfers)
-            await _with_retries(sync, target, show)
+            await catch_up_retrying(sync, target, show)
         await store.set_head(sync.chain_id, sync.head)  # indexer_progress: head and lag as last seen
         summary = progress.summary()
         summary["chain_id"] = sync.chain_id

@@ -1,8 +1,9 @@
 """The resources one chain's writer holds: the node connection, the writer lock, the sync.
 
-Shared by ``backfill`` and ``run`` so that both start the same way: connect and check the chain
-id, take the per-chain writer lock (a second writer exits 2 naming the first: see
-Store.lock_chain), set the analyst role's statement_timeout, register the configured tokens.
+Place: before the pipeline (pipeline.py). Shared by ``backfill`` and ``run`` so that both start
+the same way: connect and check the chain id, take the per-chain writer lock (a second writer
+exits 2 naming the first: see Store.lock_chain), set the analyst role's statement_timeout,
+register the configured tokens.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from contextlib import asynccontextmanager
 from .chain import connect
 from .config import ChainConfig, Settings
 from .errors import ConfigError
-from .store import Store
+from .store import Store, TokenState
 from .sync import ChainSync
+from .tokens import initial_multiplier, read_token
 
 
 @asynccontextmanager
@@ -37,9 +39,31 @@ async def writer(
         try:
             await store.role_settings(settings.analyst_statement_timeout)
             sync = ChainSync(cfg, settings, chain, store, chain_id, floor=from_block)
-            await sync.prepare()
+            await _register_tokens(sync, settings)
             yield sync
         finally:
             await store.unlock_chain(chain_id)
     finally:
         await chain.rpc.close()
+
+
+async def _register_tokens(sync: ChainSync, settings: Settings) -> None:
+    """Register configured tokens not yet in the database (reading symbol, decimals and kind
+    from the contract) and load every known token and the cursor into ``sync``."""
+    store, name = sync.store, sync.cfg.name
+    await store.ensure_chain(sync.chain_id, name)
+    sync.cursor = await store.cursor(sync.chain_id)
+    sync.tokens = await store.tokens(sync.chain_id)
+    fresh = []
+    for i, tc in enumerate(t for t in settings.tokens if t.chain == name):
+        if tc.address in sync.tokens:
+            continue
+        start = max(tc.start_block, sync.floor)
+        info = await read_token(sync.chain, sync.chain_id, tc.address, "latest", start, "config", tc.symbol,
+                                tc.underlying)
+        if info is None:
+            raise ConfigError(f"token {tc.address} (token[{i}]) has no contract code on chain {name}")
+        fresh.append(TokenState(info, start - 1, await initial_multiplier(sync.chain, info)))
+    if fresh:
+        await store.add_tokens(fresh)
+        sync.tokens = await store.tokens(sync.chain_id)

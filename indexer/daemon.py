@@ -1,6 +1,7 @@
 """``indexer run``: migrate, catch up, then follow the head of every chain until a signal.
 
-One task per chain, each looping the same sync step as the backfill. Between steps a caught-up
+One task per chain, each running the backfill's pipeline (pipeline.catch_up) up to the head's
+target, then reconciling backing (custody/reconcile.py) after a round that committed. Between rounds a caught-up
 chain waits for a ``newHeads`` notification (ws:// endpoints) or the poll interval. RPC and
 database outages are retried forever with backoff at the I/O edges; any other Retryable that
 reaches the loop (the chain moved under a fetch, no state at a past block, the node behind our
@@ -24,12 +25,12 @@ import structlog
 from aiohttp import web
 
 from . import logconfig, metrics
-from .backfill import catch_up
 from .chain import watch_heads
 from .chain_writer import writer
 from .config import ChainConfig, Settings
 from .custody import reconcile
 from .errors import IndexerError, NodeBehind, Retryable
+from .pipeline import catch_up
 from .progress import Progress
 from .retry import StepRetry
 from .store import Store
@@ -225,7 +226,4 @@ async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, seconds: float) ->
 
 
 async def run(settings: Settings) -> int:
-    try:
-        return await Daemon(settings).run()
-    except IndexerError:
-        raise
+    return await Daemon(settings).run()

@@ -22,6 +22,7 @@ from .errors import ChainMoved, ReorgTooDeep, UnindexableLog
 from .follow import Reading, read_states
 from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
+from .tokens import announced_tokens
 from .upgrades import KindChange, by_kind, kind_changes
 
 
@@ -170,3 +171,17 @@ async def common_ancestor(chain: Chain, stored: Mapping[int, str], cursor: Curso
     raise ReorgTooDeep(
         f"chain {name}: reorg deeper than max_reorg_depth={reorg_depth}: no stored block from "
         f"{cursor.block_number - reorg_depth} to {cursor.block_number} is on the node's chain; nothing changed")
+
+
+async def discover(chain: Chain, chain_id: int, decoded: Decoded, known: set[str], end: int,
+                   headers: dict[int, Header]) -> tuple[list[TokenState], Decoded, int, list[KindChange]]:
+    """Tokens announced by a followed factory in this range: register them and fetch their logs
+    from the announcing block to ``end`` so that nothing of theirs is missed."""
+    states = await announced_tokens(chain, chain_id, decoded.new_tokens, known, end)
+    if not states:
+        return [], Decoded(), 0, []
+    first = min(s.info.start_block for s in states)
+    raws, _ = await read_logs(chain, [s.info.address for s in states], first, end, headers)
+    # each from its own announcing block (all at or above first)
+    found, kinds = await decode_followed(chain, raws, {s.info.address: s for s in states}, [], first - 1, headers)
+    return states, found, len(raws), kinds

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from .chain import connect
 from .config import Settings
 from .custody import reconcile
@@ -43,7 +41,3 @@ async def status(settings: Settings) -> str:
         return "\n".join(lines)
     finally:
         await store.close()
-
-
-def main(settings: Settings) -> str:  # pragma: no cover - convenience for scripts
-    return asyncio.run(status(settings))

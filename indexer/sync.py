@@ -1,33 +1,36 @@
 """One step of the pipeline for one chain: cursor -> target -> fetch (fetch.py: headers, logs,
-kinds after upgrades, decode) -> upgrades (convert) -> follow (multiplier) -> fold -> store.
+kinds after upgrades, decode) -> upgrades (convert) -> follow (multiplier) -> fold (ledger.py)
+-> commit (store.py).
 
-``ChainSync.step(target)`` is the single code path of both the backfill and the daemon. It
-indexes the next range above the cursor (sized by ranges.RangeSizer from what the node answered
-so far) and commits it in one transaction, or, when the node's chain no longer contains the
-cursor's block, walks back to the common ancestor and rewinds to it (ReorgTooDeep beyond
-``max_reorg_depth``, changing nothing).
+``ChainSync`` is driven by pipeline.catch_up, the loop of both the backfill and the daemon. A
+step indexes the next range above the cursor (sized by ranges.RangeSizer from what the node
+answered so far) and commits it in one transaction, or, when the node's chain no longer
+contains the cursor's block, walks back to the common ancestor and rewinds to it (ReorgTooDeep
+beyond ``max_reorg_depth``, changing nothing). A step is either :meth:`ChainSync.step` whole, or
+its two halves :meth:`~ChainSync.fetch` (safe ahead of the cursor) and :meth:`~ChainSync.apply`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from . import logconfig
 from .chain import Chain
 from .config import ChainConfig, Settings
-from .errors import ChainMoved, ConfigError, NodeBehind
-from .fetch import Fetched, common_ancestor, decode_followed, fetch_range, merge, read_logs
+from .errors import ChainMoved, NodeBehind
+from .fetch import Fetched, common_ancestor, decode_followed, discover, fetch_range, merge, read_logs
 from .follow import Follower, Reading
 from .ledger import fold
 from .models import Cursor, Decoded, Header
 from .ranges import RangeSizer
 from .store import BatchWrite, Store, TokenState
-from .tokens import announced_tokens, initial_multiplier, read_token
 from .upgrades import KindChange, follow_upgrades
 
-__all__ = ["ChainSync", "Fetched", "StepResult"]
+__all__ = ["ChainSync", "Fetched", "Span", "StepResult"]
 
 log = logconfig.get("sync")
 
@@ -45,8 +48,24 @@ class StepResult:
     seconds: float = 0.0
 
 
+@dataclass
+class Span:
+    """A range to index: the tokens and factories followed in it, the block below it, and its
+    headers. ``cursor`` is the one the commit expects to move from; a ``late`` span is tokens
+    added to the config catching up below the cursor, which stays where it is."""
+
+    active: dict[str, TokenState]
+    factories: list[str]
+    base: int
+    start: int
+    end: int
+    headers: dict[int, Header] = field(repr=False)
+    cursor: Cursor | None = None
+    late: bool = False
+
+
 class ChainSync:
-    """Indexes one chain. Create with :meth:`open`, then call :meth:`step` repeatedly."""
+    """Indexes one chain (made by chain_writer.writer, which registers its tokens)."""
 
     def __init__(self, cfg: ChainConfig, settings: Settings, chain: Chain, store: Store, chain_id: int,
                  floor: int | None = None) -> None:
@@ -57,12 +76,11 @@ class ChainSync:
         self.chain_id = chain_id
         self.tokens: dict[str, TokenState] = {}
         self.factories = {f.address: max(f.start_block, self.floor) for f in settings.factories if f.chain == cfg.name}
-        self._token_configs = [t for t in settings.tokens if t.chain == cfg.name]
         self.sizer = RangeSizer(cfg.batch_blocks, cfg.max_batch_blocks, cfg.max_batch_logs)
         self.head = 0
         self.last_block_time = 0  # timestamp of the last committed block
         self.cursor: Cursor | None = None
-        self.overlap = False  # commit batch N while preparing N+1 (backfill pipeline only)
+        self._overlap = False  # commit batch N while preparing N+1: see overlapping()
         self._inflight: asyncio.Task[bool] | None = None
         self.follower = Follower(chain)
 
@@ -70,26 +88,6 @@ class ChainSync:
     def first_block(self) -> int:
         starts = [t.info.start_block for t in self.tokens.values()] + list(self.factories.values())
         return min(starts) if starts else 0
-
-    async def prepare(self) -> None:
-        """Register configured tokens not yet in the database (reading symbol, decimals and kind
-        from the contract) and load every known token."""
-        await self.store.ensure_chain(self.chain_id, self.cfg.name)
-        self.cursor = await self.store.cursor(self.chain_id)
-        self.tokens = await self.store.tokens(self.chain_id)
-        fresh = []
-        for i, tc in enumerate(self._token_configs):
-            if tc.address in self.tokens:
-                continue
-            start = max(tc.start_block, self.floor)
-            info = await read_token(self.chain, self.chain_id, tc.address, "latest", start, "config", tc.symbol,
-                                    tc.underlying)
-            if info is None:
-                raise ConfigError(f"token {tc.address} (token[{i}]) has no contract code on chain {self.cfg.name}")
-            fresh.append(TokenState(info, start - 1, await initial_multiplier(self.chain, info)))
-        if fresh:
-            await self.store.add_tokens(fresh)
-            self.tokens = await self.store.tokens(self.chain_id)
 
     async def target(self) -> int:
         """The highest block to index now: head minus confirmations."""
@@ -108,7 +106,7 @@ class ChainSync:
                 if depth:
                     return StepResult(start, start - 1, reorg_depth=depth, removed=removed)
             return None
-        late = self._late(base)
+        late = self.late_tokens(base)
         if late:
             return await self._catch_up(late, base, started)
         return await self.apply(await self.fetch(*self.plan(start, target)), started)
@@ -164,14 +162,28 @@ class ChainSync:
             decoded, kinds = merge(decoded, late), kinds + more
             n_logs += len(raws)
         known = {a: r for a, r in fetched.states.items() if a not in stale}
-        result = await self._index_range(active, factories, base, start, end, fetched.headers, cursor,
-                                         given=(decoded, n_logs, kinds), known=known)
+        result = await self._index_range(Span(active, factories, base, start, end, fetched.headers, cursor),
+                                         (decoded, n_logs, kinds), known)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
+    @asynccontextmanager
+    async def overlapping(self) -> AsyncIterator[None]:
+        """Within it, a commit starts and returns: the next batch is decoded while PostgreSQL
+        writes this one (commits still land one at a time, in order). On the way out the commit
+        in flight lands; after a failure, in-memory progress is read back from the database."""
+        self._overlap = True
+        try:
+            yield
+            await self.flush()
+        except BaseException:
+            await asyncio.gather(self.flush(), return_exceptions=True)
+            await self.reload()
+            raise
+        finally:
+            self._overlap = False
+
     async def _commit(self, batch: BatchWrite) -> None:
-        """Commit now, or, with ``overlap`` on, start the commit and return: the next batch is
-        decoded while PostgreSQL writes this one. Commits still happen one at a time, in order."""
-        if not self.overlap:
+        if not self._overlap:
             await self.store.commit_batch(batch)
             return
         await self.flush()
@@ -190,10 +202,7 @@ class ChainSync:
         self.tokens = await self.store.tokens(self.chain_id)
         self.follower.forget()
 
-    def has_late_tokens(self, base: int) -> bool:
-        return bool(self._late(base))
-
-    def _late(self, base: int) -> dict[str, TokenState]:
+    def late_tokens(self, base: int) -> dict[str, TokenState]:
         """Tokens added to the config after the cursor passed their start block, all at the
         lowest synced block among them (they catch up as one group)."""
         behind = [t for t in self.tokens.values() if t.synced_block < base and t.info.start_block <= base]
@@ -206,24 +215,24 @@ class ChainSync:
         synced = next(iter(late.values())).synced_block
         start, end = synced + 1, min(base, synced + self.sizer.blocks)
         headers = {h.number: h for h in await self.chain.headers(sorted({start, end}))}
-        result = await self._index_range(late, [], synced, start, end, headers, None, move_cursor=False)
+        result = await self._index_range(Span(late, [], synced, start, end, headers, late=True))
         log.info("token_catch_up", tokens=len(late), from_block=start, to_block=end, cursor=base)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
-    async def _index_range(
-        self, active: dict[str, TokenState], factories: list[str], base: int, start: int, end: int,
-        headers: dict[int, Header], cursor: Cursor | None, move_cursor: bool = True,
-        given: tuple[Decoded, int, list[KindChange]] | None = None, known: dict[str, Reading] | None = None,
-    ) -> tuple[int, int, int, int]:
-        """Decode, fold and commit [start, end] for ``active`` tokens (fetching the logs unless
-        given, decoded, with their count). Without ``move_cursor`` this is a late token's
-        catch-up: the cursor stays."""
+    async def _index_range(self, span: Span, given: tuple[Decoded, int, list[KindChange]] | None = None,
+                           known: dict[str, Reading] | None = None) -> tuple[int, int, int, int]:
+        """Decode, fold and commit ``span`` (fetching its logs unless given: decoded, with their
+        count and kind changes; ``known``: multiplier states already read)."""
+        active, factories, base, start, end, headers = (span.active, span.factories, span.base, span.start,
+                                                        span.end, span.headers)
+        move_cursor, cursor = not span.late, span.cursor
         if given is None:
             raws = (await read_logs(self.chain, list(active) + factories, start, end, headers))[0]
             found, changed = await decode_followed(self.chain, raws, active, factories, start, headers)
             given = found, len(raws), changed
         decoded, n_logs, kinds = given
-        new_states, extra, extra_logs, more = await self._discover(decoded, end, headers)
+        new_states, extra, extra_logs, more = await discover(self.chain, self.chain_id, decoded, set(self.tokens),
+                                                             end, headers)
         for state in new_states:
             active[state.info.address] = state
         decoded, kinds = merge(decoded, extra), kinds + more
@@ -260,21 +269,6 @@ class ChainSync:
         for address, state in active.items():
             self.tokens[address] = TokenState(state.info, end, at_end.get(address, state.multiplier))
         return n_logs + extra_logs, len(transfers), len(events), len(new_states)
-
-    async def _discover(
-        self, decoded: Decoded, end: int, headers: dict[int, Header]
-    ) -> tuple[list[TokenState], Decoded, int, list[KindChange]]:
-        """Tokens announced by a followed factory in this range: register them and fetch their
-        logs from the announcing block to ``end`` so that nothing of theirs is missed."""
-        states = await announced_tokens(self.chain, self.chain_id, decoded.new_tokens, set(self.tokens), end)
-        if not states:
-            return [], Decoded(), 0, []
-        first = min(s.info.start_block for s in states)
-        raws, _ = await read_logs(self.chain, [s.info.address for s in states], first, end, headers)
-        # each from its own announcing block (all at or above first)
-        decoded, kinds = await decode_followed(self.chain, raws, {s.info.address: s for s in states}, [], first - 1,
-                                               headers)
-        return states, decoded, len(raws), kinds
 
     async def _check_tip(self, cursor: Cursor) -> tuple[int, int]:
         """Nothing new to index: make sure the cursor's block is still on the node's chain."""

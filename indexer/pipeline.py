@@ -1,0 +1,117 @@
+"""The loop both commands share: sync.ChainSync steps, run up to a target with prefetch.
+
+Place: ``backfill`` (backfill.py) and ``run`` (daemon.py) only choose a target and what to do
+between steps; both call :func:`catch_up`, which owns everything in between: the next ranges are
+fetched (sync.ChainSync.fetch) while the current one is applied in order (ChainSync.apply: the
+reorg check, decode, fold), and the commit of one range overlaps the decoding of the next
+(ChainSync.overlapping). A reorg met on the way is rewound by the step that meets it, and the
+ranges fetched after it are dropped. :func:`catch_up_retrying` adds the backfill's step retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from .errors import NodeBehind, Retryable
+from .retry import StepRetry
+from .sync import ChainSync, Fetched, StepResult
+
+__all__ = ["catch_up", "catch_up_retrying"]
+
+OnStep = Callable[[StepResult], None]
+FETCHERS = 2  # ranges fetched at once ahead of the one applied
+RETRY_ATTEMPTS = 8  # a backfill's tries of a failing step (the daemon retries without end)
+
+
+async def catch_up(sync: ChainSync, target: int, on_step: OnStep, stop: Callable[[], bool] = lambda: False,
+                   ahead: int = 1) -> int:
+    """Index up to ``target``; returns the number of steps taken (0: nothing to do).
+
+    Prefetching is safe in the reorg-reachable tail too: every range's headers link up, and a
+    range whose first parent is not the cursor's block is a reorg, rewound before anything of it
+    is stored. For one block (the daemon at the head), or while tokens added to the config late
+    catch up, it takes plain steps."""
+    steps = 0
+    while not stop():
+        cursor = sync.cursor = await sync.store.cursor(sync.chain_id)
+        base = cursor.block_number if cursor else sync.first_block - 1
+        if target - base < 2 or sync.late_tokens(base):
+            result = await sync.step(target)
+            if result is None:
+                return steps
+            steps += 1
+            on_step(result)
+            continue
+        steps += await _prefetched(sync, base + 1, target, on_step, stop, ahead)
+    return steps
+
+
+async def catch_up_retrying(sync: ChainSync, target: int, on_step: OnStep) -> None:
+    """:func:`catch_up`, tried again after a Retryable a few times with backoff. A node behind
+    the database is not waited for: NodeBehind raises at once (exit 4)."""
+    retry = StepRetry(sync.cfg.name, attempts=RETRY_ATTEMPTS)
+    while True:
+        try:
+            await catch_up(sync, target, on_step)
+            return
+        except NodeBehind:
+            raise
+        except Retryable as exc:
+            await asyncio.sleep(retry.failed(exc))  # backoff before the next attempt
+
+
+async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, stop: Callable[[], bool],
+                      ahead: int) -> int:
+    """Apply [start, end] range by range, in order, while a producer fetches the next ones."""
+    queue: asyncio.Queue[Fetched | BaseException | None] = asyncio.Queue(maxsize=ahead)
+    producer = asyncio.create_task(_produce(sync, start, end, queue))
+    steps = 0
+    try:
+        async with sync.overlapping():
+            while not stop():
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                result = await sync.apply(item)
+                steps += 1
+                on_step(result)
+                if result.reorg_depth:  # what was fetched after it is of the old branch
+                    break
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+    return steps
+
+
+async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[Fetched | BaseException | None]) -> None:
+    """Fetch ranges one after another (each sized from the answers before it, so a range never
+    runs blind into dense blocks by more than 2x), FETCHERS at a time, handing them over in
+    order. A range cut short (the answer was too large) is planned again from where it ended."""
+    pending: deque[tuple[int, asyncio.Task[Fetched]]] = deque()
+    next_start = start
+    try:
+        while pending or next_start <= end:
+            while len(pending) < FETCHERS and next_start <= end:
+                s, e = sync.plan(next_start, end)
+                pending.append((e, asyncio.create_task(sync.fetch(s, e))))
+                next_start = e + 1
+            planned_end, task = pending.popleft()
+            fetched = await task
+            if fetched.end < planned_end:
+                for _, later in pending:
+                    later.cancel()
+                await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+                pending.clear()
+                next_start = fetched.end + 1
+            await queue.put(fetched)
+        await queue.put(None)
+    except Exception as exc:  # handed to the consumer, which raises it in order
+        await queue.put(exc)
+    finally:
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
