@@ -25,8 +25,6 @@ from .ranges import RangeSizer
 from .tokens import announced_tokens
 from .upgrades import KindChange, by_kind, kind_changes
 
-TILES = 3  # eth_getLogs requests in flight per committed range
-
 
 @dataclass(frozen=True)
 class Fetched:
@@ -77,42 +75,19 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
 
 async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header],
                      sizer: RangeSizer) -> tuple[list[Wire], int]:
-    """Logs of [start, end] in requests sized by ``sizer``, ``TILES`` of them in flight (one at a
-    time, a 50 ms round trip would bound us below a provider's rate), and the last block read:
-    ``end``, or an earlier one once a batch's worth (``sizer.max_logs``) is held. Sizes the next
-    committed range (``sizer.span``) from what this one held."""
+    """Logs of [start, end] in requests sized by ``sizer`` one after another, and the last block
+    read: ``end``, or an earlier one once a batch's worth (``sizer.max_logs``) is held. Sizes
+    the next committed range (``sizer.span``) from what this one held."""
     raws: list[Wire] = []
     at = start
     while at <= end:
-        bounds: list[tuple[int, int]] = []
-        while len(bounds) < TILES and at <= end:
-            bounds.append((at, min(end, at + sizer.blocks - 1)))
-            at = bounds[-1][1] + 1
-        tasks = [asyncio.create_task(_tile(chain, addresses, lo, hi, headers, sizer)) for lo, hi in bounds]
-        try:
-            parts = await asyncio.gather(*tasks)
-        except BaseException:  # one failed (or we are cancelled): the others stop too
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        for part in parts:
-            raws += part
+        part, done = await read_logs(chain, addresses, at, min(end, at + sizer.blocks - 1), headers, sizer)
+        raws += part
+        at = done + 1
         if len(raws) >= sizer.max_logs:
             break
     sizer.spanned(at - start, len(raws))
     return raws, at - 1
-
-
-async def _tile(chain: Chain, addresses: list[str], lo: int, hi: int, headers: dict[int, Header],
-                sizer: RangeSizer) -> list[Wire]:
-    """Every log of [lo, hi], in as many requests as the node's refusals cut it into."""
-    out: list[Wire] = []
-    while lo <= hi:
-        part, done = await read_logs(chain, addresses, lo, hi, headers, sizer)
-        out += part
-        lo = done + 1
-    return out
 
 
 def merge(a: Decoded, b: Decoded) -> Decoded:
