@@ -6,7 +6,6 @@ Every refusal: exit 2, one line, nothing stored."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from indexer.errors import InputError
 from tests.conftest import cli
 from tests.custody_desk import Desk, iso
 
+FIXTURES = Path(__file__).parent / "fixtures"
 KNOWN = {"TSLA": "TSLA", "TSLAX": "TSLA"}
 HEADER = ",".join(COLUMNS)
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -206,14 +206,11 @@ def feed() -> Iterator[str]:
 
 @pytest.fixture
 def tls_feed(tmp_path: Path) -> Iterator[str]:
-    """The same feed over https with a self-signed certificate (openssl)."""
+    """The same feed over https with a self-signed certificate (a test-only key and certificate
+    for 127.0.0.1, valid until 2126, kept in tests/fixtures so no tool is needed to make one)."""
     import ssl
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: the self-signed https case needs it to make a certificate")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    key, cert = FIXTURES / "tls_test_key.pem", FIXTURES / "tls_test_cert.pem"
     server = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
