@@ -68,7 +68,10 @@ class RangeSizer:
     def spanned(self, blocks: int, logs: int) -> None:
         """A committed range of ``blocks`` blocks held ``logs`` logs: size the next one."""
         wanted = GROW * blocks if logs == 0 else min(GROW * blocks, max(1, self.aim * blocks // logs))
-        self.span = max(1, min(wanted, self.max_blocks))
+        span = max(1, min(wanted, self.max_blocks))
+        if span > self.blocks:  # whole requests: a last, short one would cost a call for a fragment
+            span -= span % self.blocks
+        self.span = span
 
     def too_large(self, blocks: int, body_bytes: int | None) -> int:
         """Our size limit refused an answer of ``body_bytes`` (None: unknown, over the limit)

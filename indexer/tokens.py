@@ -27,17 +27,28 @@ async def read_token(
 ) -> TokenInfo | None:
     """What the contract at ``address`` says of itself at ``block``: symbol, name, decimals and
     kind (an xStock answers getCurrentMultiplier); None when there is no code there."""
-    # one eth_call for the four views (multicall.py); the code is asked only when none answers
-    answers = (await views_at(chain, {block: [(address, views.SYMBOL), (address, views.NAME), (address, views.DECIMALS),
-                                              (address, views.GET_CURRENT_MULTIPLIER)]}))[0][block]
-    assert answers is not None  # strict: a missing state raised
+    # one eth_call for the four views (multicall.py) and, in the same round trip, one for the
+    # kind at the start block; the code is asked only when no view answers
+    later = isinstance(block, str) or block > start_block
+    asks: dict[int | str, list[tuple[str, str]]] = {block: [(address, views.SYMBOL), (address, views.NAME),
+                                                            (address, views.DECIMALS),
+                                                            (address, views.GET_CURRENT_MULTIPLIER)]}
+    if later:
+        asks[start_block] = [(address, views.GET_CURRENT_MULTIPLIER)]
+    got = (await views_at(chain, asks, strict=False))[0]
+    answers = got[block]
+    if answers is None:
+        raise StateUnavailable(f"no state for token {address} at block {block}")
     if all(a is None for a in answers):
         code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
         if not code or code == "0x":
             return None
     sym = symbol or views.as_text(answers[0]) or address[:10]
     kind = TokenKind.XSTOCK if views.as_multiplier(answers[3]) is not None else TokenKind.ERC20
-    if isinstance(block, str) or block > start_block:
+    at_start = got.get(start_block) if later else None
+    if at_start is not None and views.as_multiplier(at_start[0]) is not None:
+        kind = TokenKind.XSTOCK  # an xStock at its start block already
+    elif later:  # not an xStock then, no state then, or no code yet: asked step by step
         kind = await kind_at_start(chain, address, start_block, kind)
     decimals = views.as_uint(answers[2])
     return TokenInfo(chain_id, address, sym, views.as_text(answers[1]) or sym,

@@ -51,6 +51,9 @@ def test_committed_ranges_span_many_requests_and_aim_at_half_a_batch() -> None:
     assert sizer.span == 16_384
     sizer.spanned(16_384, 0)
     assert sizer.span == 100_000
+    sizer.refused(4096, 3000)  # a provider's limit: spans hold whole requests
+    sizer.spanned(16_384, 0)
+    assert sizer.span == 99_000
 
 
 def test_growth_is_at_most_twice_the_last_answer() -> None:
