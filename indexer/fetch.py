@@ -76,15 +76,18 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
 async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header],
                      sizer: RangeSizer) -> tuple[list[Wire], int]:
     """Logs of [start, end] in requests sized by ``sizer`` one after another, and the last block
-    read: ``end``, or an earlier one once a batch's worth (``sizer.max_logs``) is held. Sizes
-    the next committed range (``sizer.span``) from what this one held."""
+    read: ``end``, or an earlier one once two batches' worth (``2 * sizer.max_logs``) are held.
+    Spans aim at half a batch, so that guard only meets a span that grew blind across empty
+    blocks into dense ones; it is not tighter because a range cut short makes the pipeline drop
+    the range fetched beside it (measured: a guard at one batch re-fetched about 26 requests in
+    the remote benchmark). Sizes the next committed range (``sizer.span``) from what it held."""
     raws: list[Wire] = []
     at = start
     while at <= end:
         part, done = await read_logs(chain, addresses, at, min(end, at + sizer.blocks - 1), headers, sizer)
         raws += part
         at = done + 1
-        if len(raws) >= sizer.max_logs:
+        if len(raws) >= 2 * sizer.max_logs:
             break
     sizer.spanned(at - start, len(raws))
     return raws, at - 1
