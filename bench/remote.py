@@ -180,7 +180,8 @@ def _backfill(done: runner.Finished, provider: Provider, best: dict[str, Any]) -
             "http_requests": provider.stats["http_requests"], "http_429": provider.stats["http_429"],
             "calls_refused_429": provider.stats["refused_calls_429"],
             "refused_range": provider.stats["refused_range"], "refused_logs": provider.stats["refused_logs"],
-            "retries_logged": retries, "cpu_s": round(done.cpu_s, 2)}
+            "retries_logged": retries, "cpu_s": round(done.cpu_s, 2),
+            "getlogs_ranges": [list(r) for r in provider.ranges]}
 
 
 def show(result: dict[str, Any]) -> None:
