@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from indexer.devnet.deploy import World
+
 from indexer import contract_views as views
 from indexer import multicall
 from indexer.chain import Chain, Rpc
-from indexer.devnet.deploy import World
 from tests.rpcproxy import RpcProxy
 
 ROOT = Path(__file__).resolve().parents[1]
