@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from indexer.devnet.deploy import World
-
+from devnet.deploy import World
 from indexer import contract_views as views
 from indexer import multicall
 from indexer.chain import Chain, Rpc
