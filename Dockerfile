@@ -12,20 +12,37 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY . .
-# The contract artifacts live in contracts/artifacts in a checkout; the wheel carries them as
-# package data in indexer/devnet/artifacts, so the devnet deploy works from the installed package.
-RUN mkdir -p indexer/devnet/artifacts \
- && cp contracts/artifacts/*.json indexer/devnet/artifacts/ \
- && pip wheel --wheel-dir /wheels . \
- && python -m zipfile -l /wheels/xstock_indexer-*.whl | grep -q 'indexer/devnet/artifacts/XStock.json'
+# The wheel carries the indexer alone: the development package (devnet/) is not in it.
+RUN pip wheel --wheel-dir /wheels . \
+ && ! python -m zipfile -l /wheels/xstock_indexer-*.whl | grep -q '^devnet/'
+
+# The compose `deploy` step (`docker compose` builds this stage by name, `target: devnet`): the
+# indexer's wheels plus the development package and the contract artifacts beside it, never in
+# the indexer image below. It deploys our contracts on the compose anvil and writes the config.
+FROM ${PYTHON_IMAGE} AS devnet
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN groupadd --system --gid 10001 indexer \
+ && useradd --system --uid 10001 --gid indexer --home-dir /app --create-home --shell /usr/sbin/nologin indexer \
+ && mkdir -p /shared && chown indexer:indexer /shared
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels xstock-indexer
+COPY --from=builder /src/devnet /app/devnet
+COPY --from=builder /src/contracts/artifacts /app/contracts/artifacts
+USER 10001:10001
+WORKDIR /app
+ENTRYPOINT ["python", "-m", "devnet"]
+CMD ["deploy", "--help"]
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     METRICS_PORT=9100
-# /shared: where compose mounts the devnet config volume. A new named volume takes the owner of
-# the directory it covers, so the non-root deploy step can write the config there.
+# /shared: where compose mounts the devnet config volume (read-only here). A new named volume
+# takes the owner of the directory it covers; the devnet stage creates it the same way.
 RUN groupadd --system --gid 10001 indexer \
  && useradd --system --uid 10001 --gid indexer --home-dir /app --create-home --shell /usr/sbin/nologin indexer \
  && mkdir -p /shared && chown indexer:indexer /shared

@@ -19,8 +19,9 @@ $(NODESTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The demo is the development package's (devnet/ beside indexer/), not the product's CLI.
 demo: $(PYSTAMP) $(NODESTAMP)
-	$(VENV)/bin/indexer demo $(DEMO_ARGS)
+	$(PY) -m devnet demo $(DEMO_ARGS)
 
 # Tools the tests run that are neither Python nor npm packages: docker-compose (v1, Debian's
 # package) validates docker-compose.yml. Installed with apt as root; otherwise it says what to do.
@@ -34,7 +35,7 @@ test: tools $(PYSTAMP) $(NODESTAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(PYSTAMP)
-	$(VENV)/bin/ruff check indexer tests bench
+	$(VENV)/bin/ruff check indexer devnet tests bench
 	$(VENV)/bin/mypy
 
 bench: $(PYSTAMP) $(NODESTAMP)

@@ -36,10 +36,10 @@ from typing import Any
 
 import asyncpg
 
+from devnet import Anvil, Simulator
+from devnet.deploy import deploy_world
 from indexer.config import load_settings
 from indexer.custody import reconcile
-from indexer.devnet import Anvil, Simulator
-from indexer.devnet.deploy import deploy_world
 from indexer.store import Store, schema_sql
 
 from . import analyst_bench, live

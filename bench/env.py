@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil
 
-from indexer.devnet import Anvil, EmbeddedPostgres, World, find_anvil, scratch_dir
+from devnet import Anvil, EmbeddedPostgres, World, find_anvil, scratch_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GAS_LIMIT = 1_000_000_000

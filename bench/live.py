@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from indexer.devnet import JsonRpc, Simulator, Transactor
+from devnet import Node, Simulator, Transactor
 
 from .runner import IndexerProcess
 
@@ -42,7 +42,7 @@ class LiveError(RuntimeError):
 class TimedTransactor(Transactor):
     """A Transactor that reports the moment each `anvil_mine` returned."""
 
-    def __init__(self, client: JsonRpc, on_mined: Callable[[float], None]) -> None:
+    def __init__(self, client: Node, on_mined: Callable[[float], None]) -> None:
         super().__init__(client)
         self.on_mined = on_mined
 

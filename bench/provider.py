@@ -78,6 +78,7 @@ class Provider:
         self.max_logs = max_logs
         self.stretch = max(1, stretch)
         self.stats: Counter[str] = Counter()
+        self.ranges: list[tuple[int, int, str]] = []  # every eth_getLogs range asked, and its fate
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -98,6 +99,7 @@ class Provider:
 
     def reset(self) -> None:
         self.stats.clear()
+        self.ranges.clear()
 
     def __enter__(self) -> Provider:
         self._thread.start()
@@ -207,10 +209,12 @@ class Provider:
         lo, hi = int(query["fromBlock"], 16), int(query["toBlock"], 16)
         if self.max_range is not None and hi - lo + 1 > self.max_range:
             self.stats["refused_range"] += 1
+            self.ranges.append((lo, hi, "range"))
             return self._cap(lo, lo + self.max_range - 1)
         s = self.stretch
         real_lo, real_hi = -(-lo // s), hi // s
         if real_lo > real_hi:
+            self.ranges.append((lo, hi, "ok"))
             return {"result": []}
         out = await self._upstream("eth_getLogs", [{**query, "fromBlock": hex(real_lo), "toBlock": hex(real_hi)}])
         logs = out.get("result")
@@ -221,8 +225,10 @@ class Provider:
                 entry["blockNumber"] = hex(int(entry["blockNumber"], 16) * s)
         if self.max_logs is not None and len(logs) > self.max_logs:
             self.stats["refused_logs"] += 1
+            self.ranges.append((lo, hi, "logs"))
             first_over = int(logs[self.max_logs]["blockNumber"], 16)
             return self._cap(lo, max(lo, first_over - 1))
+        self.ranges.append((lo, hi, "ok"))
         return {"result": logs}
 
     def _cap(self, lo: int, hi: int) -> dict[str, Any]:

@@ -32,9 +32,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from devnet import Simulator, World
+from devnet.deploy import deploy_world
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.devnet import Simulator, World
-from indexer.devnet.deploy import deploy_world
 
 from . import runner
 from .env import GAS_LIMIT, SETUP_GAS_LIMIT, Environment, machine_info
@@ -180,7 +180,8 @@ def _backfill(done: runner.Finished, provider: Provider, best: dict[str, Any]) -
             "http_requests": provider.stats["http_requests"], "http_429": provider.stats["http_429"],
             "calls_refused_429": provider.stats["refused_calls_429"],
             "refused_range": provider.stats["refused_range"], "refused_logs": provider.stats["refused_logs"],
-            "retries_logged": retries, "cpu_s": round(done.cpu_s, 2)}
+            "retries_logged": retries, "cpu_s": round(done.cpu_s, 2),
+            "getlogs_ranges": [list(r) for r in provider.ranges]}
 
 
 def show(result: dict[str, Any]) -> None:

@@ -33,12 +33,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.mirror import SimulationError
-from indexer.devnet.postgres import EmbeddedPostgres, embedded_postgres, scratch_dir
-from indexer.devnet.rpc import JsonRpc
-from indexer.devnet.simulate import Simulator
+from devnet.anvil import Anvil
+from devnet.deploy import World, deploy_world
+from devnet.mirror import SimulationError
+from devnet.node import Node
+from devnet.postgres import EmbeddedPostgres, embedded_postgres, scratch_dir
+from devnet.simulate import Simulator
 from tests.rpcproxy import RpcProxy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ class Soak:
         self.dsn = self.pg.dsn_for("soak")
         self.anvil = Anvil().start()
         self.world: World = deploy_world(self.anvil.url)
-        self.node = JsonRpc(self.anvil.url)
+        self.node = Node(self.anvil.url)
         self.proxy = RpcProxy(self.anvil.url).__enter__()
         self.proxy.stall_seconds = 3.0
         self.config = self._config("indexer.toml", self.proxy.url, 'rpc_timeout = 1\n')

@@ -15,7 +15,7 @@ history looks like, and anvil serves them several times more slowly per log, whi
 the eth_getLogs ceiling and flatter every ratio measured against it.
 
 Failure modes: `SimulationError` (a move reverted, or the chain disagrees with the simulator),
-`RpcError` / `TimeoutError` from the node.
+`Web3RPCError` / `TimeoutError` from the node.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.devnet import Anvil, Simulator, World, deploy_world
+from devnet import Anvil, Simulator, World, deploy_world
 
 from .env import GAS_LIMIT, SETUP_GAS_LIMIT
 

@@ -35,6 +35,7 @@ const ARTIFACTS = [
   ['PlainToken', 'src/PlainToken.sol'],
   ['LegacyToken', 'src/LegacyToken.sol'],
   ['MoveBatch', 'src/MoveBatch.sol'],
+  ['ViewReader', 'src/ViewReader.sol'],
   ['TransparentUpgradeableProxy', OZ_PROXY],
   ['ProxyAdmin', OZ_ADMIN],
 ];

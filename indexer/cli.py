@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # structlog, asyncio, aiohttp, asyncpg and eth-abi cost up to 0.5 s of start-up together.
 # tests/test_startup.py keeps it so.
 
-COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export, demo"
+COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,10 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--output", "-o", metavar="PATH",
                    help="- for stdout (default: holders-SYMBOL-CHAIN-BLOCK.csv|parquet here)")
-    p = sub.add_parser("demo", help="local anvil + Postgres, deploy xStocks, trade, index, show")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--svg", metavar="PATH", help="also save what the demo shows as an SVG (for a screenshot)")
     return parser
 
 
@@ -109,10 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logconfig.configure(args.log_level, json=args.log_json)
     settings: Settings | None = None
     try:
-        if args.command == "demo":
-            from .devnet.demo import demo
-
-            return asyncio.run(demo(args.config, duration=args.duration, seed=args.seed, svg=args.svg))
         settings = load_settings(args.config)
         return asyncio.run(dispatch(args, settings))
     except IndexerError as exc:

@@ -24,15 +24,19 @@ How (multiplier.py has the arithmetic and the argument):
    whose state the node cannot give falls back to bisecting getCurrentMultiplier alone between
    the event values (tokens.multipliers).
 
-Cost per range: one batch of ``len(views.STATE_VIEWS)`` eth_calls per xStock at the end. With
-changes: about log16(range length) header batches to place schedule activations and fee steps;
-with a transaction that changed the state: one hint batch, then at most log2(range length)
-bisection batches. The daemon (one block per range) never bisects.
+Cost per committed range (a provider's rate limit counts calls, a batch of n as n): ONE
+eth_call at the end for every xStock's whole state (multicall.py; a node without state
+overrides: a batch of ``len(views.STATE_VIEWS)`` per xStock). A committed range spans as many
+eth_getLogs requests as half a batch of logs takes (fetch.tiled_logs), so this is paid once per
+25k logs, not per 2K-block request. With changes: about log16(range length) header batches to
+place schedule activations and fee steps; with a transaction that changed the state: one hint
+read per block, then at most log2(range length) bisection rounds, each ONE eth_call per block
+asked (the reader gives each block's time: no headers). The daemon (one block per range) never
+bisects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,19 +45,17 @@ from dataclasses import dataclass
 from . import contract_views as views
 from . import logconfig
 from .batch_sql import TokenState
-from .chain import Chain, parse_header
-from .errors import RpcError, StateUnavailable
+from .chain import Chain
 from .ledger import event_samples
 from .models import Header, MultiplierChange, TokenEvent, TokenKind
+from .multicall import views_at
 from .multiplier import State, explained, moves
-from .rpc import _result
 from .tokens import multipliers as by_probing
 
 log = logconfig.get("follow")
 
 Reading = State | int | None  # the full state; only getCurrentMultiplier; nothing (no state)
 HINTS = frozenset({"MultiplierUpdated", "MultiplierScheduled", "MultiplierScheduleOverridden", "Upgraded"})
-BATCH = 450
 
 
 def parse_state(answers: Sequence[bytes | None], t: int) -> Reading:
@@ -77,42 +79,27 @@ def current(reading: Reading) -> int | None:
 
 async def read_states(chain: Chain, asks: Iterable[tuple[str, int]], times: dict[int, int],
                       strict: bool = True) -> dict[tuple[str, int], Reading]:
-    """The state of each (token, block), in JSON-RPC batches of at most BATCH items (one per
-    range end for up to BATCH / 9 xStocks), with the headers of blocks whose time is not in
-    ``times`` (added to it). A block the node has no state for reads None for every token, or,
-    ``strict`` (a range end: the node refusing it is retried as a step), raises StateUnavailable."""
-    asks = sorted(set(asks), key=lambda a: (a[1], a[0]))
-    untimed = sorted({b for _, b in asks} - set(times))
-    items: list[tuple[str, list[object]]] = [("eth_getBlockByNumber", [hex(b), False]) for b in untimed]
-    for token, block in asks:
-        items += [("eth_call", [{"to": token, "data": d}, hex(block)]) for d in views.STATE_VIEWS]
-    answers = [a for part in await asyncio.gather(*(
-        chain.rpc.batch_raw(items[i:i + BATCH]) for i in range(0, len(items), BATCH))) for a in part]
-    for block, raw in zip(untimed, answers, strict=False):
-        times[block] = parse_header(_result(raw, "eth_getBlockByNumber"), block).timestamp
+    """The state of each (token, block): ONE eth_call per block for every token asked there
+    (multicall.py), which also gives the block's time (added to ``times``; a node without state
+    overrides: plain batches, and the headers of blocks whose time is not known). A block the
+    node has no state for reads None for every token, or, ``strict`` (a range end: the node
+    refusing it is retried as a step), raises StateUnavailable."""
+    by_block: dict[int, list[str]] = {}
+    for token, block in sorted(set(asks), key=lambda a: (a[1], a[0])):
+        by_block.setdefault(block, []).append(token)
+    answers, stamps = await views_at(
+        chain, {b: [(t, d) for t in tokens for d in views.STATE_VIEWS] for b, tokens in by_block.items()}, strict)
+    times.update({b: t for b, t in stamps.items() if isinstance(b, int)})
+    untimed = sorted(set(by_block) - set(times))
+    if untimed:
+        times.update({h.number: h.timestamp for h in await chain.headers(untimed)})
     out: dict[tuple[str, int], Reading] = {}
     width = len(views.STATE_VIEWS)
-    for i, (token, block) in enumerate(asks):
-        chunk = answers[len(untimed) + i * width: len(untimed) + (i + 1) * width]
-        try:
-            out[(token, block)] = parse_state([_answer(a) for a in chunk], times[block])
-        except StateUnavailable:
-            if strict:
-                raise
-            out[(token, block)] = None
+    for block, tokens in by_block.items():
+        got = answers[block]
+        for i, token in enumerate(tokens):
+            out[(token, block)] = None if got is None else parse_state(got[i * width:(i + 1) * width], times[block])
     return out
-
-
-def _answer(item: object) -> bytes | None:
-    try:
-        result = _result(item, "eth_call")
-    except StateUnavailable:
-        raise
-    except RpcError as exc:
-        if "revert" in str(exc).lower() or exc.code == 3:
-            return None
-        raise
-    return bytes.fromhex(result[2:]) if isinstance(result, str) and len(result) > 2 else None
 
 
 @dataclass

@@ -9,7 +9,16 @@ by the answer size limit (``answer_limit``, bytes): the node's answer is refused
 length is known (before it is read), the range is cut in proportion and asked again. Providers
 that refuse ranges themselves (block span or result count) are obeyed: their limit becomes a
 ceiling, relaxed (doubled) only after a run of accepted answers, so a refusal costs a round trip
-now and then, not one per request.
+now and then, not one per request; a refusal that names the same limit twice is the provider's
+fixed block range limit, never relaxed again.
+
+A committed range (``span``) is sized apart from the requests: it spans as many eth_getLogs
+requests as it takes to hold about ``max_batch_logs / 2`` logs (fetch.py tiles it), up to
+``max_blocks``, so what every committed range costs beside its logs (the headers of its ends,
+the multiplier state at its end: a few calls) is paid once per half a batch of logs, not once
+per request a provider's caps allow. An empty stretch grows requests and spans ``GROW`` times
+per answer (a request's answer size is guarded by ``answer_limit``, so a blind step costs at
+most one refused request, never memory).
 
 Pure arithmetic; no I/O.
 """
@@ -20,6 +29,7 @@ import re
 
 DEFAULT_BYTES_PER_LOG = 1_000  # JSON bytes per log until an answer tells: ~640 on anvil
 RELAX_AFTER = 16  # accepted answers before a provider-imposed ceiling is doubled
+GROW = 8  # growth per empty answer (requests) or empty committed range (spans)
 
 
 class RangeSizer:
@@ -30,6 +40,9 @@ class RangeSizer:
         self.aim = self.max_logs // 2
         self.bytes_per_log = float(DEFAULT_BYTES_PER_LOG)
         self.ceiling = self.max_blocks  # lowered by the node's own refusals
+        self.limit = self.max_blocks  # a fixed limit the node named twice: the ceiling stays under it
+        self._last_refusal = 0
+        self.span = self.blocks  # blocks of the next committed range (several requests)
         self._accepted = 0
         self._measured = False  # bytes_per_log comes from a real answer
         self.refusals = 0
@@ -46,12 +59,19 @@ class RangeSizer:
             size = body_bytes / logs
             self.bytes_per_log = 0.8 * self.bytes_per_log + 0.2 * size if self._measured else size
             self._measured = True
-        grow = 2 * blocks
-        wanted = grow if logs == 0 else min(grow, max(1, self.aim * blocks // logs))
+        wanted = GROW * blocks if logs == 0 else min(2 * blocks, max(1, self.aim * blocks // logs))
         self._accepted += 1
-        if self.ceiling < self.max_blocks and self._accepted >= RELAX_AFTER:
-            self.ceiling, self._accepted = min(self.max_blocks, self.ceiling * 2), 0
+        if self.ceiling < self.limit and self._accepted >= RELAX_AFTER:
+            self.ceiling, self._accepted = min(self.limit, self.ceiling * 2), 0
         self.blocks = max(1, min(wanted, self.ceiling, self.max_blocks))
+
+    def spanned(self, blocks: int, logs: int) -> None:
+        """A committed range of ``blocks`` blocks held ``logs`` logs: size the next one."""
+        wanted = GROW * blocks if logs == 0 else min(GROW * blocks, max(1, self.aim * blocks // logs))
+        span = max(1, min(wanted, self.max_blocks))
+        if span > self.blocks:  # whole requests: a last, short one would cost a call for a fragment
+            span -= span % self.blocks
+        self.span = span
 
     def too_large(self, blocks: int, body_bytes: int | None) -> int:
         """Our size limit refused an answer of ``body_bytes`` (None: unknown, over the limit)
@@ -69,6 +89,9 @@ class RangeSizer:
         it suggests, or half, cutting; later ranges stay under it for a while."""
         self.refusals += 1
         self.blocks = self.ceiling = max(1, min(fewer, blocks - 1))
+        if self.blocks == self._last_refusal:
+            self.limit = self.blocks
+        self._last_refusal = self.blocks
         self._accepted = 0
         return self.blocks
 

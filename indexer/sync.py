@@ -113,7 +113,7 @@ class ChainSync:
 
     def plan(self, start: int, target: int) -> tuple[int, int]:
         """The next range from ``start``, sized by what the node has accepted so far."""
-        return start, min(target, start + self.sizer.blocks - 1)
+        return start, min(target, start + self.sizer.span - 1)
 
     def _active(self, base: int, end: int) -> tuple[dict[str, TokenState], list[str]]:
         active = {a: t for a, t in self.tokens.items() if t.info.start_block <= end and t.synced_block >= base}

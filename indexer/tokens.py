@@ -16,6 +16,7 @@ from .batch_sql import TokenState
 from .chain import Chain, StateUnavailable
 from .ledger import event_samples, find_changes
 from .models import ONE, Header, MultiplierChange, NewToken, TokenEvent, TokenInfo, TokenKind, underlying_of
+from .multicall import views_at
 
 log = logconfig.get("tokens")
 
@@ -26,15 +27,28 @@ async def read_token(
 ) -> TokenInfo | None:
     """What the contract at ``address`` says of itself at ``block``: symbol, name, decimals and
     kind (an xStock answers getCurrentMultiplier); None when there is no code there."""
-    answers = await chain.call_many(
-        [(address, views.SYMBOL), (address, views.NAME), (address, views.DECIMALS),
-         (address, views.GET_CURRENT_MULTIPLIER)], block)
-    code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
-    if not code or code == "0x":
-        return None
+    # one eth_call for the four views (multicall.py) and, in the same round trip, one for the
+    # kind at the start block; the code is asked only when no view answers
+    later = isinstance(block, str) or block > start_block
+    asks: dict[int | str, list[tuple[str, str]]] = {block: [(address, views.SYMBOL), (address, views.NAME),
+                                                            (address, views.DECIMALS),
+                                                            (address, views.GET_CURRENT_MULTIPLIER)]}
+    if later:
+        asks[start_block] = [(address, views.GET_CURRENT_MULTIPLIER)]
+    got = (await views_at(chain, asks, strict=False))[0]
+    answers = got[block]
+    if answers is None:
+        raise StateUnavailable(f"no state for token {address} at block {block}")
+    if all(a is None for a in answers):
+        code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
+        if not code or code == "0x":
+            return None
     sym = symbol or views.as_text(answers[0]) or address[:10]
     kind = TokenKind.XSTOCK if views.as_multiplier(answers[3]) is not None else TokenKind.ERC20
-    if isinstance(block, str) or block > start_block:
+    at_start = got.get(start_block) if later else None
+    if at_start is not None and views.as_multiplier(at_start[0]) is not None:
+        kind = TokenKind.XSTOCK  # an xStock at its start block already
+    elif later:  # not an xStock then, no state then, or no code yet: asked step by step
         kind = await kind_at_start(chain, address, start_block, kind)
     decimals = views.as_uint(answers[2])
     return TokenInfo(chain_id, address, sym, views.as_text(answers[1]) or sym,
@@ -47,14 +61,13 @@ async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKin
     calls, once per token). An upgrade after that changes the kind at its block (upgrades.py);
     without historical state the kind answered now is kept."""
     try:
-        block = start
-        if not await _has_code(chain, address, start):
+        answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, start)
+        if views.as_multiplier(answer) is None and not await _has_code(chain, address, start):
             lo, hi = start, await chain.head()  # no code at lo, code at hi
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 lo, hi = (lo, mid) if await _has_code(chain, address, mid) else (mid, hi)
-            block = hi
-        answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, block)
+            answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, hi)
     except StateUnavailable:
         return latest
     return TokenKind.XSTOCK if views.as_multiplier(answer) is not None else TokenKind.ERC20

@@ -28,13 +28,12 @@ from typing import Any
 
 import pytest
 
-from indexer import contract_views as views
+from devnet.anvil import Anvil
+from devnet.contracts import load_artifact
+from devnet.deploy import World, deploy_world
+from devnet.node import Node
+from devnet.simulate import Simulator
 from indexer.custody.parse import COLUMNS
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.rpc import JsonRpc
-from indexer.devnet.simulate import Simulator
 from tests.conftest import PgServer, cli, execute, run_sync
 
 DAY = 86_400
@@ -42,6 +41,11 @@ ZERO = "0x" + "00" * 20
 _XSTOCK = load_artifact("XStock")
 SHARES_TOPIC = _XSTOCK.event_topic("TransferShares")
 TRANSFER_TOPIC = _XSTOCK.event_topic("Transfer")
+
+
+def _uint(answer: str) -> int:
+    """The first 32-byte word of an eth_call answer; 0 for an empty one (no code there)."""
+    return int(answer[2:66], 16) if len(answer) >= 66 else 0
 
 
 @dataclass(frozen=True)
@@ -59,23 +63,25 @@ class Move:
 
 
 class ChainView:
-    """The node's own answers: eth_call at a block, logs, block times."""
+    """The node's own answers: eth_call at a block, logs, block times. Calls are encoded from
+    the compiled ABI (devnet.contracts, eth-abi) and answers read as the uint256 in their first
+    word: nothing of the indexer's own call encoding or decoding."""
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.rpc = JsonRpc(world.rpc_url)
+        self.rpc = Node(world.rpc_url)
         self._times: dict[int, int] = {}
 
     def call(self, token: str, data: str, block: int) -> int:
-        answer = self.rpc.call("eth_call", [{"to": token, "data": data}, hex(block)])
-        return views.as_uint(bytes.fromhex(answer[2:])) or 0
+        return _uint(self.rpc.call("eth_call", [{"to": token, "data": data}, hex(block)]))
 
     def calls(self, token: str, datas: Sequence[str], block: int) -> list[int]:
         answers = self.rpc.batch([("eth_call", [{"to": token, "data": d}, hex(block)]) for d in datas])
-        return [views.as_uint(bytes.fromhex(a[2:])) or 0 for a in answers]
+        return [_uint(a) for a in answers]
 
     def balances(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
-        return dict(zip(holders, self.calls(token, [views.balance_of(h) for h in holders], block), strict=True))
+        data = [_XSTOCK.encode_call("balanceOf", [h]) for h in holders]
+        return dict(zip(holders, self.calls(token, data, block), strict=True))
 
     def shares(self, token: str, holders: Sequence[str], block: int) -> dict[str, int]:
         """sharesOf; a plain ERC-20's shares are its balances."""
@@ -85,10 +91,10 @@ class ChainView:
         return dict(zip(holders, self.calls(token, data, block), strict=True))
 
     def total_supply(self, token: str, block: int) -> int:
-        return self.call(token, views.TOTAL_SUPPLY, block)
+        return self.call(token, _XSTOCK.encode_call("totalSupply", []), block)
 
     def multiplier(self, token: str, block: int) -> int:
-        return self.call(token, views.GET_CURRENT_MULTIPLIER, block)
+        return self.call(token, _XSTOCK.encode_call("getCurrentMultiplier", []), block)
 
     def head(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)
@@ -206,7 +212,7 @@ def two_chain_toml(alpha: World, beta: World, database_url: str) -> str:
     return head + body + custody
 
 
-def jump_to_day(node: JsonRpc, days: int) -> None:
+def jump_to_day(node: Node, days: int) -> None:
     """Mine an empty block at 01:00 UTC, `days` days after the latest block's UTC day."""
     latest = int(node.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
     node.call("evm_setNextBlockTimestamp", [latest // DAY * DAY + days * DAY + 3600])
@@ -220,7 +226,7 @@ def build(alpha_node: Anvil, beta_node: Anvil, database_url: str, folder: Path) 
     sim_b.run(blocks=3, moves_per_block=4)
     sim_a = Simulator(alpha, seed=21, n_holders=16)
     sim_a.run(blocks=4, moves_per_block=6)
-    node = JsonRpc(alpha.rpc_url)
+    node = Node(alpha.rpc_url)
     jump_to_day(node, 1)
     sim_a.tour(moves_per_block=5, gap=1)
     split = sim_a.scheduled_change("TSLAx", 2, 1, delay=600)

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.postgres import EmbeddedPostgres, embedded_postgres, scratch_dir
+from devnet.anvil import Anvil
+from devnet.deploy import World, deploy_world
+from devnet.postgres import EmbeddedPostgres, embedded_postgres, scratch_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _OVERRIDES = ("DATABASE_URL", "RPC_URL", "INDEXER_CONFIG")
@@ -129,8 +129,10 @@ def world_config(world: World, database_url: str, tmp_path: Path) -> Path:
 
 
 def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = None,
-        timeout: float = 300.0, cwd: Path = REPO_ROOT, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m indexer [--config PATH] ARGS...` (``stdin``: text fed to it) and return the finished process
+        timeout: float = 300.0, cwd: Path = REPO_ROOT, stdin: str | None = None,
+        module: str = "indexer") -> subprocess.CompletedProcess[str]:
+    """Run `python -m indexer [--config PATH] ARGS...` (``module="devnet"``: the development package's
+    commands instead; ``stdin``: text fed to it) and return the finished process
     (stdout, stderr as text; check .returncode yourself). The child gets os.environ without
     the variables that override a config ($DATABASE_URL, $RPC_URL, $INDEXER_CONFIG: the
     session's $DATABASE_URL is an admin database, not the test's), plus `env`, where a value
@@ -143,7 +145,7 @@ def cli(*args: str, config: Path | None = None, env: Mapping[str, str] | None = 
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    command = [sys.executable, "-m", "indexer"]
+    command = [sys.executable, "-m", module]
     if config is not None:
         command += ["--config", str(config)]
     return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True,

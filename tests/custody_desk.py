@@ -21,13 +21,13 @@ from typing import Any
 
 import asyncpg
 
+from devnet.contracts import load_artifact
+from devnet.deploy import Transactor, Tx, World
+from devnet.node import Node
 from indexer.backfill import backfill
 from indexer.config import Settings, load_settings
 from indexer.custody.importer import ImportReport, import_file
 from indexer.custody.parse import COLUMNS
-from indexer.devnet.anvil import JsonRpc
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import Transactor, Tx, World
 
 ONE = 10**18
 HOLDER = "0x" + "ab" * 20
@@ -44,12 +44,12 @@ class Desk:
     config: Path
     database_url: str
     folder: Path
-    rpc: JsonRpc = field(init=False)
+    rpc: Node = field(init=False)
     tx: Transactor = field(init=False)
     _files: count[int] = field(default_factory=count)
 
     def __post_init__(self) -> None:
-        self.rpc = JsonRpc(self.world.rpc_url)
+        self.rpc = Node(self.world.rpc_url)
         self.tx = Transactor(self.rpc)
 
     @property

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from indexer.devnet.anvil import free_port
-from indexer.devnet.deploy import World
+from devnet.anvil import free_port
+from devnet.deploy import World
 from tests.conftest import REPO_ROOT
 
 

@@ -14,7 +14,8 @@ except that it can:
   restarted), answer eth_getLogs slowly (``getlogs_delay`` seconds), serve the next
   ``tamper_logs`` non-empty eth_getLogs answers with another block hash (the chain moved while
   a range was read), refuse the next ``refuse_state`` single eth_call at a past block as a
-  pruned node does ("missing trie node").
+  pruned node does ("missing trie node"); refuse every eth_call with a state override
+  (``no_overrides``), as a node without that parameter does.
 Counters record what happened so tests can assert the client saw and survived each fault.
 """
 
@@ -43,6 +44,7 @@ class RpcProxy:
         self.getlogs_delay = 0.0
         self.tamper_logs = 0
         self.refuse_state = 0
+        self.no_overrides = False
         self.faults: deque[str] = deque()
         self.stats: Counter[str] = Counter()
         self.stall_seconds = 5.0
@@ -141,6 +143,11 @@ class RpcProxy:
     async def _trouble(self, payload: Any, items: list[dict[str, Any]]) -> Any:
         """The answer of a node in trouble, or None to forward the request."""
         methods = [item.get("method") for item in items]
+        if self.no_overrides and any(i.get("method") == "eth_call" and len(i.get("params") or []) > 2 for i in items):
+            self.stats["refused_override"] += 1
+            refused = [{"jsonrpc": "2.0", "id": i.get("id"), "error": {
+                "code": -32602, "message": "too many arguments, want at most 2"}} for i in items]
+            return refused if isinstance(payload, list) else refused[0]
         if self.head_override is not None and methods == ["eth_blockNumber"] and isinstance(payload, dict):
             self.stats["head_overridden"] += 1
             return {"jsonrpc": "2.0", "id": payload.get("id"), "result": hex(self.head_override)}

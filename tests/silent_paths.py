@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import Transactor, Tx, World
-from indexer.devnet.legacy import deploy_legacy, upgrade_to_xstock
-from indexer.devnet.rpc import JsonRpc
+from devnet.contracts import load_artifact
+from devnet.deploy import Transactor, Tx, World
+from devnet.legacy import deploy_legacy, upgrade_to_xstock
+from devnet.node import Node
 
 E18 = 10**18
 
@@ -42,12 +42,12 @@ class Scene:
 
     world: World
     on_block: Callable[[], None] = lambda: None
-    client: JsonRpc = field(init=False)
+    client: Node = field(init=False)
     tx: Transactor = field(init=False)
     blocks: list[int] = field(default_factory=list)  # blocks this scene produced
 
     def __post_init__(self) -> None:
-        self.client = JsonRpc(self.world.rpc_url)
+        self.client = Node(self.world.rpc_url)
         self.tx = Transactor(self.client)
         accounts = [a.lower() for a in self.client.call("eth_accounts")]
         self.traders = accounts[6:10]  # unlocked accounts that hold no role

@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
+from devnet.anvil import Anvil
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from tests.chaincheck import compare, snapshot
 from tests.conftest import REPO_ROOT, cli
 from tests.rpcproxy import RpcProxy

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from devnet.deploy import World
 from indexer.custody.reconcile import evaluate
-from indexer.devnet.deploy import World
 from indexer.store import Store
 from tests.custody_desk import Desk
 

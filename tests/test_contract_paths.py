@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import Transactor, Tx, World
-from indexer.devnet.legacy import deploy_legacy, upgrade_to_xstock
-from indexer.devnet.rpc import JsonRpc
+from devnet.contracts import load_artifact
+from devnet.deploy import Transactor, Tx, World
+from devnet.legacy import deploy_legacy, upgrade_to_xstock
+from devnet.node import Node as RpcNode
 
 E18 = 10**18
 X = load_artifact("XStock")
@@ -22,7 +22,7 @@ NAMES[load_artifact("TransparentUpgradeableProxy").event_topic("Upgraded")] = "U
 
 class Node:
     def __init__(self, world: World) -> None:
-        self.world, self.client = world, JsonRpc(world.rpc_url)
+        self.world, self.client = world, RpcNode(world.rpc_url)
         self.tx = Transactor(self.client)
         self.w3 = Web3(Web3.HTTPProvider(world.rpc_url))
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import World
 from indexer.custody.importer import CHUNK_RECORDS
 from indexer.custody.parse import COLUMNS, Context, parse
-from indexer.devnet.deploy import World
 from indexer.errors import InputError
 from tests.conftest import cli
 from tests.custody_desk import Desk, iso

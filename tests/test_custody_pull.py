@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devnet.anvil import free_port
+from devnet.deploy import World
 from indexer.custody.importer import pull
-from indexer.devnet.anvil import free_port
-from indexer.devnet.deploy import World
 from indexer.errors import InputError, ServiceUnreachable
 from tests.conftest import cli
 from tests.custody_desk import Desk, iso

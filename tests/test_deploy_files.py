@@ -24,11 +24,11 @@ import asyncpg
 import pytest
 import yaml
 
+from devnet import deploy_cli
+from devnet.anvil import Anvil
+from devnet.postgres import pg_bin_dir
 from indexer import metrics
 from indexer.config import parse_settings
-from indexer.devnet import deploy_cli
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.postgres import pg_bin_dir
 from tests.conftest import PgServer, cli, execute, run_sync
 
 REPO = Path(__file__).resolve().parent.parent
@@ -321,22 +321,36 @@ def test_dockerfile_final_stage() -> None:
     assert "curl" not in healthcheck
 
 
-def test_dockerfile_packages_the_contract_artifacts() -> None:
-    """deploy_cli in the image needs the artifacts: the builder copies them into the package,
-    where pyproject's package-data picks them up."""
-    builder = " ".join(a for k, a in dockerfile_stages()[1] if k == "RUN")
-    assert "contracts/artifacts/" in builder and "indexer/devnet/artifacts" in builder
-    assert "pip wheel" in builder
+def test_dockerfile_keeps_the_devnet_out_of_the_indexer_image() -> None:
+    """The builder's wheel carries no devnet; the compose deploy step runs the `devnet` stage,
+    which adds devnet/ and the contract artifacts beside the installed indexer; the final
+    (indexer) stage copies neither."""
+    _, builder, *rest = dockerfile_stages()
+    assert "pip wheel" in " ".join(a for k, a in builder if k == "RUN")
+    stages = {dict(s)["FROM"].split()[-1]: s for s in rest if " AS " in dict(s)["FROM"]}
+    devnet = " ".join(a for k, a in stages["devnet"] if k == "COPY")
+    assert "/src/devnet" in devnet and "/src/contracts/artifacts" in devnet
+    final = " ".join(a for _, a in rest[-1])
+    assert "devnet" not in final and "artifacts" not in final
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "devnet/artifacts/*.json" in package_data["indexer"]
+    assert not any("devnet" in pattern for pattern in package_data["indexer"])
+    assert not (REPO / "indexer" / "devnet").exists()
     assert any((REPO / "contracts/artifacts").glob("*.json"))
+
+
+def test_compose_deploy_step_runs_the_devnet_stage(config: dict[str, Any]) -> None:
+    deploy = config["services"]["deploy"]
+    assert deploy["build"]["target"] == "devnet"
+    assert deploy["entrypoint"] == ["python", "-m", "devnet"] and deploy["command"][0] == "deploy"
+    assert deploy["image"] != config["services"]["indexer"]["image"]
 
 
 def test_dockerignore_keeps_secrets_out_and_sources_in() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
     assert {".env", ".git", ".venv", "node_modules"} <= ignored
-    for needed in ("indexer", "pyproject.toml", "schema.sql", "contracts", "contracts/artifacts", "examples"):
+    for needed in ("indexer", "devnet", "pyproject.toml", "schema.sql", "contracts", "contracts/artifacts",
+                   "examples"):
         assert needed not in ignored
 
 

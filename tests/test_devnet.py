@@ -10,19 +10,24 @@ import shutil
 import time
 import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 from eth_abi.abi import decode
 
-from indexer.devnet import anvil as anvil_module
-from indexer.devnet.anvil import Anvil, AnvilError, AnvilNotFound, JsonRpc, RpcError, rpc
-from indexer.devnet.contracts import load_artifact
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.postgres import embedded_postgres, resolve_database_url, scratch_dir
-from indexer.devnet.simulate import ONE, Simulator
+from devnet import anvil as anvil_module
+from devnet.anvil import Anvil, AnvilError, AnvilNotFound
+from devnet.cli import main as devnet_main
+from devnet.contracts import load_artifact
+from devnet.deploy import World, deploy_world
+from devnet.node import Node, Web3RPCError, rpc
+from devnet.postgres import embedded_postgres, resolve_database_url, scratch_dir
+from devnet.simulate import ONE, Simulator
+from tests.conftest import cli
 
 X = load_artifact("XStock")
 
@@ -36,7 +41,7 @@ def call_uint(url: str, token: str, fn: str, args: list[Any], block: str | int =
 def assert_mirror_matches_chain(sim: Simulator, world: World) -> int:
     """sharesOf / balanceOf of every touched address equal the simulator's mirror."""
     checked = 0
-    with JsonRpc(world.rpc_url) as client:
+    with Node(world.rpc_url) as client:
         for symbol, token in world.all_tokens.items():
             plain = token in sim.plain
             m = ONE if plain else call_uint(world.rpc_url, token, "getCurrentMultiplier", [])
@@ -125,7 +130,7 @@ def test_rpc_helpers_drive_time_and_reorgs(anvil: Anvil) -> None:
     times = [int(rpc(anvil.url, "eth_getBlockByNumber", [hex(n), False])["timestamp"], 16)
              for n in (3, 4)]
     assert times[0] == latest + 1000 and times[1] >= latest + 1050
-    with pytest.raises(RpcError):
+    with pytest.raises(Web3RPCError):
         rpc(anvil.url, "no_such_method")
 
 
@@ -228,7 +233,7 @@ def test_tour_keeps_mirror_equal_to_chain(anvil_factory: Callable[..., Anvil]) -
              "multiplier_scheduled", "fee_set", "reverted_attempt"}
     assert kinds <= set(summary.counts)
     assert assert_mirror_matches_chain(sim, world) > 250
-    statuses = JsonRpc(node.url).batch([("eth_getTransactionReceipt", [h])
+    statuses = Node(node.url).batch([("eth_getTransactionReceipt", [h])
                                         for h in summary.tx_hashes])
     failed = sum(r["status"] == "0x0" for r in statuses)
     assert failed == summary.counts["reverted_attempt"] == 2
@@ -312,3 +317,92 @@ def test_cli_helper_runs_the_package(run_cli: Callable[..., Any]) -> None:
     done = run_cli("--help")
     assert done.returncode == 0, done.stderr
     assert "migrate" in done.stdout and "backfill" in done.stdout
+    assert "demo" not in done.stdout, "the demo is the development package's, not the indexer's"
+
+
+# ---------------------------------------------------------------------------- your own anvil
+
+
+def devnet_cli(*args: str) -> Any:
+    return cli(*args, module="devnet", timeout=180)
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def assert_one_line_error(done: Ran, code: int, *words: str) -> None:
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+def test_deploy_then_trade_on_your_own_anvil(anvil_factory: Callable[..., Anvil], tmp_path: Path) -> None:
+    """README "Your own anvil": deploy writes the config and the world file, trade mines trades
+    and the split on that deployment; the chain shows them (read here through web3)."""
+    node = anvil_factory()
+    config = tmp_path / "devnet.toml"
+    done = devnet_cli("deploy", "--rpc", node.url, "--out", str(config))
+    assert done.returncode == 0, done.stderr
+    world = World.from_json((tmp_path / "devnet.world.json").read_text())
+    assert tomllib.loads(config.read_text())["factory"][0]["address"] == world.factory
+    head = node.block_number()
+    done = devnet_cli("trade", "--rpc", node.url, "--world", str(tmp_path / "devnet.world.json"),
+                      "--blocks", "3", "--moves", "4", "--split", "TSLAx")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("trade: ") and "2:1 split of TSLAx" in done.stdout, done.stdout
+    assert node.block_number() > head
+    w3 = Node(node.url).w3
+    tsla = w3.eth.contract(address=w3.to_checksum_address(world.tokens["TSLAx"]), abi=X.abi)
+    assert tsla.functions.getCurrentMultiplier().call()[0] == 2 * ONE
+    assert tsla.functions.totalSupply().call() > 0
+    again = devnet_cli("trade", "--rpc", node.url, "--world", str(tmp_path / "devnet.world.json"),
+                       "--blocks", "1", "--seed", "2")
+    assert again.returncode == 0, again.stderr
+
+
+def test_deploy_and_trade_fail_in_one_line(anvil_factory: Callable[..., Anvil], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The commands in-process (a subprocess each costs a web3 import): exit code and one line."""
+
+    def devnet_cli(*args: str) -> Ran:
+        capsys.readouterr()
+        saved = structlog.get_config()  # main() points the log at this test's captured stdout
+        try:
+            code = devnet_main(list(args))
+        except SystemExit as exc:  # argparse
+            code = int(exc.code or 0)
+        finally:
+            structlog.configure(**saved)
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    port = anvil_module.free_port()
+    dead = f"http://127.0.0.1:{port}/secret-key-123"
+    done = devnet_cli("deploy", "--rpc", dead, "--out", str(tmp_path / "x.toml"), "--wait", "0.5")
+    assert_one_line_error(done, 1, "deploy: error:", "no answer from the node")
+    assert "secret-key-123" not in done.stderr
+    assert not (tmp_path / "x.toml").exists()
+    assert_one_line_error(devnet_cli("deploy", "--rpc", "ws://127.0.0.1:1", "--out", str(tmp_path / "x.toml")),
+                          2, "http://")
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "missing.json")),
+                          2, "cannot read the world file")
+    (tmp_path / "bad.json").write_text("{}")
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "bad.json")),
+                          2, "is not a world file")
+    world = World(rpc_url=dead, chain_id=31337, deploy_block=1, implementation="0x" + "11" * 20,
+                  factory="0x" + "22" * 20, sanctions="0x" + "33" * 20, batcher="0x" + "44" * 20,
+                  tokens={"TSLAx": "0x" + "55" * 20})
+    (tmp_path / "world.json").write_text(world.to_json())
+    done = devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "world.json"))
+    assert_one_line_error(done, 1, "unreachable")
+    assert "secret-key-123" not in done.stderr
+    assert_one_line_error(devnet_cli("trade", "--rpc", dead, "--world", str(tmp_path / "world.json"),
+                                     "--split", "NOPEx"), 2, "no xStock of that symbol")
+    fresh = anvil_factory()  # a node where nothing is deployed (an anvil that restarted)
+    assert_one_line_error(devnet_cli("trade", "--rpc", fresh.url, "--world", str(tmp_path / "world.json")),
+                          1, "no contract at the factory", "deploy again")

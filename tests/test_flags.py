@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import World
 from indexer import metrics
 from indexer.custody.flags import export_gauge
 from indexer.custody.reconcile import reconcile
-from indexer.devnet.deploy import World
 from indexer.store import Store
 from tests.conftest import cli
 from tests.custody_desk import Desk

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from indexer.devnet.deploy import World
+from devnet.deploy import World
 from tests.conftest import cli, run_sync
 from tests.oracle import compare_history
 from tests.rpcproxy import RpcProxy

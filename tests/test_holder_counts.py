@@ -11,11 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer import contract_views as views
-from indexer.chain import Chain, Rpc
-from indexer.devnet.deploy import World
+from devnet.deploy import World
 from tests.conftest import cli
 from tests.custody_desk import ONE, Desk
+from tests.oracle import Oracle
 
 DUST = "0x" + "d1" * 20
 SMALL = "0x" + "d3" * 20
@@ -46,12 +45,7 @@ async def counters_equal_a_recount(desk: Desk) -> None:
 async def on_chain_holders(desk: Desk, token: str, block: int) -> dict[str, int]:
     """Every address the ledger has seen, with balanceOf > 0 at ``block``."""
     seen = [r["holder"] for r in await desk.fetch("SELECT holder FROM share_balances WHERE token = $1", token)]
-    chain = Chain(Rpc([desk.world.rpc_url]))
-    try:
-        answers = await chain.call_many([(token, views.balance_of(h)) for h in seen], block)
-    finally:
-        await chain.rpc.close()
-    balances = {h: views.as_uint(a) or 0 for h, a in zip(seen, answers, strict=True)}
+    balances = Oracle(desk.world.rpc_url).balances(token, seen, block).balances
     return {h: b for h, b in balances.items() if b > 0}
 
 

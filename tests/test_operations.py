@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer.devnet.anvil import Anvil, free_port
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.rpc import JsonRpc
-from indexer.devnet.simulate import Simulator
+from devnet.anvil import Anvil, free_port
+from devnet.deploy import World, deploy_world
+from devnet.node import Node
+from devnet.simulate import Simulator
 from tests.chaincheck import compare
 from tests.conftest import cli
 from tests.daemonctl import DaemonProcess, cursor, indexed_to_head, wait_for, write_config
@@ -226,7 +226,7 @@ async def test_a_node_refusing_state_at_past_blocks_is_retried(world: World, dat
                                                                tmp_path: Path) -> None:
     sim = Simulator(world, seed=85, n_holders=8)
     sim.run(blocks=2, moves_per_block=4)
-    known = int(JsonRpc(world.rpc_url).call("eth_blockNumber", []), 16)
+    known = int(Node(world.rpc_url).call("eth_blockNumber", []), 16)
     sim.scheduled_change("TSLAx", 2, 1, delay=600)  # silent: found by asking past blocks
     sim.run(blocks=6, moves_per_block=2)
     with RpcProxy(world.rpc_url) as proxy:

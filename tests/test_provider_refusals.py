@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer.chain import Chain, Rpc
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from indexer.errors import RpcError
 from tests.chaincheck import compare
 from tests.conftest import cli

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.devnet.simulate import Simulator
+from devnet.simulate import Simulator
 from tests.analyst_world import DAY, ZERO, ChainView, Move, Scenario, scenario  # noqa: F401  (fixture)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "queries.md"

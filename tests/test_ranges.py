@@ -8,21 +8,52 @@ import itertools
 
 import pytest
 
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer.chain import Chain, Rpc
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from indexer.ranges import RELAX_AFTER, RangeSizer, suggested_end
 from tests.rpcproxy import RpcProxy
 
 
-def test_empty_answers_double_the_range() -> None:
+def test_empty_answers_grow_the_range_eightfold() -> None:
     sizer = RangeSizer(1, 1000, 100)
     sizes = []
     for _ in range(5):
         sizes.append(sizer.blocks)
         sizer.answered(sizer.blocks, 0)
-    assert sizes == [1, 2, 4, 8, 16]
+    assert sizes == [1, 8, 64, 512, 1000]
+
+
+def test_a_limit_named_twice_is_never_relaxed_again() -> None:
+    sizer = RangeSizer(1, 100_000, 1000)
+    sizer.refused(4096, 2000)
+    for _ in range(RELAX_AFTER):
+        sizer.answered(sizer.blocks, 0)
+    assert sizer.blocks == 4000  # relaxed once: the provider may have been busy
+    sizer.refused(4000, 2000)
+    for _ in range(4 * RELAX_AFTER):
+        sizer.answered(sizer.blocks, 0)
+    assert sizer.blocks == 2000  # the same limit again: the provider's fixed range limit
+
+
+def test_committed_ranges_span_many_requests_and_aim_at_half_a_batch() -> None:
+    sizer = RangeSizer(1, 100_000, 1000)  # aims at 500 logs
+    sizer.spanned(1, 0)
+    assert sizer.span == 8
+    sizer.spanned(8, 0)
+    sizer.spanned(64, 0)
+    sizer.spanned(512, 0)
+    assert sizer.span == 4096
+    sizer.spanned(4096, 1000)  # denser: half of it holds the aim
+    assert sizer.span == 2048
+    sizer.spanned(2048, 10)
+    assert sizer.span == 16_384
+    sizer.spanned(16_384, 0)
+    assert sizer.span == 100_000
+    sizer.refused(4096, 3000)  # a provider's limit: spans hold whole requests
+    sizer.spanned(16_384, 0)
+    assert sizer.span == 99_000
 
 
 def test_growth_is_at_most_twice_the_last_answer() -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devnet.cli import build_parser as devnet_parser
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer.cli import build_parser
 from indexer.config import parse_settings
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from tests.chaincheck import compare
 from tests.conftest import REPO_ROOT, cli
 
@@ -42,7 +43,21 @@ def test_readme_commands_exist() -> None:
     commands = set(names["command"].choices)  # type: ignore[arg-type]
     documented = {re.match(r"\| `(\w+)", line).group(1) for line in table}  # type: ignore[union-attr]
     assert documented <= commands, documented - commands
-    assert {"migrate", "backfill", "run", "verify", "custody", "reconcile", "status", "demo"} <= documented
+    assert {"migrate", "backfill", "run", "verify", "custody", "reconcile", "status"} <= documented
+    assert "demo" not in commands, "the demo is the development package's (python -m devnet demo)"
+
+
+def test_readme_devnet_commands_exist() -> None:
+    """Every `python -m devnet COMMAND --option` the README shows is one the devnet parser takes."""
+    parser = devnet_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    shown = re.findall(r"python -m devnet (\w+)((?: [^\n`]*)?)", README.replace("\\\n", " "))
+    assert {"demo", "deploy", "trade"} <= {name for name, _ in shown}
+    for name, rest in shown:
+        assert name in sub.choices, name  # type: ignore[operator]
+        known = {o for a in sub.choices[name]._actions for o in a.option_strings}  # type: ignore[index]
+        for option in re.findall(r"(--[a-z-]+)", rest):
+            assert option in known, f"python -m devnet {name}: no option {option}"
 
 
 @pytest.mark.slow

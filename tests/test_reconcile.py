@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from devnet.anvil import Anvil
+from devnet.deploy import World, deploy_world
 from indexer.custody.importer import import_file
 from indexer.custody.parse import COLUMNS
 from indexer.custody.reconcile import Condition, Flag, FlagChange, Plan, plan, reconcile
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World, deploy_world
 from indexer.errors import InputError
 from tests.conftest import cli
 from tests.custody_desk import ONE, Desk, Listener, iso

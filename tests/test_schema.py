@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devnet.deploy import World
+from devnet.simulate import Simulator
 from indexer import schema
-from indexer.devnet.deploy import World
-from indexer.devnet.simulate import Simulator
 from tests.conftest import REPO_ROOT, PgServer, cli, execute, run_sync, with_database
 
 V1_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v1.sql"  # schema.sql of the release before versions

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.devnet.deploy import World
-from indexer.devnet.rpc import JsonRpc
+from devnet.deploy import World
+from devnet.node import Node
 from tests.conftest import cli, run_sync
 from tests.daemonctl import DaemonProcess, cursor
 from tests.oracle import blocks_compared, compare_history
@@ -27,7 +27,7 @@ MODES = {"one_range": 1_000_000, "many_ranges": 3, "live": 1_000_000}
 def wait_indexed(database_url: str, rpc_url: str, daemon: DaemonProcess, within: float = 60.0) -> None:
     """Block until the daemon's cursor has reached the node's head (a condition, polled); fail
     at once, with the end of its log, if the daemon has exited."""
-    with JsonRpc(rpc_url) as client:
+    with Node(rpc_url) as client:
         head = int(client.call("eth_blockNumber"), 16)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -102,7 +102,7 @@ def test_from_block_on_an_empty_database_refuses_and_says_what_to_do(
 def test_block_bounds_outside_the_chain_exit_2(world: World, database_url: str, tmp_path: Path) -> None:
     config = tmp_path / "indexer.toml"
     config.write_text(config_text(world, database_url, {}, 1_000_000))
-    with JsonRpc(world.rpc_url) as client:
+    with Node(world.rpc_url) as client:
         head = int(client.call("eth_blockNumber"), 16)
     for args, words in ((["--from-block", "9", "--to-block", "5"], "above --to-block"),
                         (["--to-block", str(head + 100)], "past the chain head")):

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from indexer.devnet.anvil import Anvil
-from indexer.devnet.deploy import World, deploy_world
-from indexer.devnet.rpc import JsonRpc
-from indexer.devnet.simulate import Simulator
+from devnet.anvil import Anvil
+from devnet.deploy import World, deploy_world
+from devnet.node import Node
+from devnet.simulate import Simulator
 from tests.conftest import REPO_ROOT, cli, execute
 from tests.daemonctl import wait_for
 
@@ -50,7 +50,7 @@ def daemons() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             proc.wait(10)
 
 
-async def cursor_at_head(database_url: str, chain_id: int, rpc: JsonRpc) -> bool:
+async def cursor_at_head(database_url: str, chain_id: int, rpc: Node) -> bool:
     conn = await asyncpg.connect(database_url)
     try:
         row = await conn.fetchrow("SELECT block_number, block_hash FROM cursors WHERE chain_id = $1", chain_id)
@@ -74,7 +74,7 @@ async def test_one_daemon_per_chain_against_one_database(
     for seed, world in enumerate(worlds.values()):
         Simulator(world, seed=seed + 1, n_holders=8).run(blocks=3, moves_per_block=4)
     for world in worlds.values():
-        rpc = JsonRpc(world.rpc_url)
+        rpc = Node(world.rpc_url)
         await wait_for(lambda w=world, r=rpc: cursor_at_head(database_url, w.chain_id, r), what="both chains indexed")
     second = cli("run", "--chain", "east", config=config, timeout=60)
     assert second.returncode == 2, second.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devnet.deploy import Transactor, Tx, World
+from devnet.node import Node
 from indexer.decode import TRANSFER_TOPIC
-from indexer.devnet.deploy import Transactor, Tx, World
-from indexer.devnet.rpc import JsonRpc
 from tests.conftest import cli, run_sync
 from tests.daemonctl import DaemonProcess, cursor
 from tests.silent_paths import config_text
@@ -37,7 +37,7 @@ def lone_transfer_code(frm: str, to: str, amount: int) -> str:
 
 def emit_with(world: World, token: str, code: str) -> tuple[str, int, int]:
     """Run `code` as `token` once (real code restored after); (tx hash, block, log index)."""
-    with JsonRpc(world.rpc_url) as client:
+    with Node(world.rpc_url) as client:
         original = client.call("eth_getCode", [token, "latest"])
         client.call("anvil_setCode", [token, code])
         try:

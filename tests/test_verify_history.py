@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from indexer.devnet.deploy import World
+from devnet.deploy import World
 from indexer.history import audit_blocks
 from tests.conftest import cli
 from tests.silent_paths import CASES, config_text, play, setup

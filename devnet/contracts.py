@@ -2,9 +2,8 @@
 
 Where artifacts are read from, first match wins:
 1. `$XSTOCK_ARTIFACTS` (a directory), when set;
-2. `<repo>/contracts/artifacts/`, found by walking up from this file: in a checkout the
-   committed build output is the source of truth, so a stale packaged copy never shadows it;
-3. `indexer/devnet/artifacts/` inside the installed package (package-data for wheels).
+2. `contracts/artifacts/` of the checkout this package sits in (found by walking up from this
+   file): the committed build output is the one source; nothing is copied into a package.
 
 Each artifact has the keys contractName, abi, bytecode, deployedBytecode.
 
@@ -26,7 +25,6 @@ from eth_utils.crypto import keccak
 
 NAMES = ("XStock", "XStockFactory", "SanctionsList", "PlainToken", "LegacyToken", "MoveBatch",
          "TransparentUpgradeableProxy", "ProxyAdmin")
-_PACKAGED = Path(__file__).resolve().parent / "artifacts"
 
 
 class ArtifactError(FileNotFoundError):
@@ -104,7 +102,6 @@ def artifacts_dir(name: str = "XStock") -> Path:
         candidates.append(Path(os.environ["XSTOCK_ARTIFACTS"]))
     here = Path(__file__).resolve()
     candidates += [p / "contracts" / "artifacts" for p in here.parents]
-    candidates.append(_PACKAGED)
     for folder in candidates:
         if (folder / f"{name}.json").is_file():
             return folder

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import InputError, ServiceUnreachable, mask_url
+from indexer.errors import InputError, ServiceUnreachable, mask_url
+
 from .postgres import EmbeddedPostgres, EmbeddedPostgresError, embedded_postgres, pg_bin_dir
 
 PREFIX = "xstocks_demo_"

@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..store import Store
+from indexer.store import Store
 
 PLAIN_EVERY = 5.0
 EVENTS_SHOWN = 10  # the latest events in the rich view

@@ -16,7 +16,7 @@ It must be the only thing producing blocks on the node while it runs.
 
 With automine off, one planned block is one mined block (`anvil_mine`); with automine on, each
 transaction is its own block. Failure modes: `SimulationError` (an unexpected revert, or the
-chain disagreeing with the mirror); `RpcError` / `TimeoutError` from the node.
+chain disagreeing with the mirror); `Web3RPCError` / `TimeoutError` from the node.
 
 Layers: mirror.py (planned blocks, the mirror, commit and checks) <- trades.py (seeded random
 moves) <- this module (`Simulator`: the scenario steps a test or the demo calls).

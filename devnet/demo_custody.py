@@ -34,9 +34,10 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 from pathlib import Path
 
-from ..config import Settings
-from ..custody.importer import import_file
-from ..store import Store
+from indexer.config import Settings
+from indexer.custody.importer import import_file
+from indexer.store import Store
+
 from .demo_view import units
 
 STORY_UNDERLYING, SPLIT_RATIO = "TSLA", 2

@@ -9,7 +9,7 @@ block, checks every receipt's status and (with `verify_logs`) that its TransferS
 the planned effects, then applies the effects to the mirror.
 
 Failure modes: `SimulationError` (an unexpected revert, or the chain disagreeing with the
-mirror); `RpcError` / `TimeoutError` from the node.
+mirror); `Web3RPCError` / `TimeoutError` from the node.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from eth_utils.crypto import keccak
 
 from .contracts import load_artifact
 from .deploy import Receipt, Transactor, Tx, TxFailed, World
-from .rpc import JsonRpc
+from .node import Node
 
 ONE = 10**18
 MAX_UINT = 2**256 - 1
@@ -114,7 +114,7 @@ class Engine:
             raise ValueError("need block_interval >= 2 s and n_holders >= 3")
         self.world, self.seed, self.interval = world, seed, block_interval
         self.rng = random.Random(seed)
-        self.client = JsonRpc(world.rpc_url)
+        self.client = Node(world.rpc_url)
         self.tx = Transactor(self.client)
         self.holders = [derive(seed, "holder", i) for i in range(n_holders)]
         self.desk = self.holders[0]

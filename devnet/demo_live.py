@@ -22,9 +22,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from decimal import Decimal
 
-from ..errors import Fatal
-from ..models import underlying_of
-from ..store import Store
+from indexer.errors import Fatal
+from indexer.models import underlying_of
+from indexer.store import Store
+
 from .demo_backing import BACKING_SQL, FLAGS_SQL, PRIVILEGED, FlagWatch, backing_grid, flags_grid
 from .demo_view import LiveState, LiveView, Out, fetch_supply, scaled, supply_grid
 from .deploy import World

@@ -4,12 +4,12 @@
 writes every block's state to disk (tens of GB in minutes of dense mining), and FIFO keeps the
 order in which we send transactions, so packed blocks are reproducible.
 
-The JSON-RPC client (`JsonRpc`, `rpc`, `RpcError`) lives in rpc.py and is re-exported here.
+The node client (`Node`, `rpc`, web3's `Web3RPCError`) lives in node.py and is re-exported here.
 
 Failure modes:
 - `AnvilNotFound`: no binary (message says to run `npm ci`).
 - `AnvilError`: the node exited or did not answer before the deadline; carries its stderr.
-- `RpcError`: the node answered a JSON-RPC error.
+- `Web3RPCError`: the node answered a JSON-RPC error.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .rpc import JsonRpc, RpcError, rpc
+from .node import Node, Web3RPCError, rpc
 
-__all__ = ["DEFAULT_FLAGS", "Anvil", "AnvilError", "AnvilNotFound", "JsonRpc", "RpcError", "find_anvil", "free_port",
+__all__ = ["DEFAULT_FLAGS", "Anvil", "AnvilError", "AnvilNotFound", "Node", "Web3RPCError", "find_anvil", "free_port",
            "rpc"]
 
 DEFAULT_FLAGS = ("--silent", "--prune-history", "20000", "--order", "fifo")
@@ -189,7 +189,7 @@ class Anvil:
             try:
                 if int(rpc(self.url, "eth_chainId", timeout=2.0), 16) == self.chain_id:
                     return
-            except (OSError, RpcError, http.client.HTTPException):
+            except (OSError, Web3RPCError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 self._kill()

@@ -1,4 +1,5 @@
-"""``indexer demo``: the whole indexer on one machine in one command, for a newcomer's first minutes.
+"""``make demo`` (``python -m devnet demo``): the whole indexer on one machine in one command,
+for a newcomer's first minutes.
 
 1. Services: anvil without automine (the simulator mines every block, 12 s apart, from a fixed
    genesis time: one seed gives the same chain, block hashes included) and PostgreSQL
@@ -34,25 +35,26 @@ from pathlib import Path
 
 import structlog
 
-from ..backfill import backfill
-from ..config import Settings, parse_settings
-from ..daemon import Daemon
-from ..errors import InputError, ServiceUnreachable
-from ..store import Store
-from ..verify import render, verify
+from indexer.backfill import backfill
+from indexer.config import Settings, parse_settings
+from indexer.daemon import Daemon
+from indexer.errors import InputError, ServiceUnreachable
+from indexer.store import Store
+from indexer.verify import render, verify
+
 from .anvil import Anvil, AnvilError, AnvilNotFound, find_anvil, free_port
 from .demo_custody import CustodyStory
 from .demo_db import DemoDatabase, embedded_available, open_database
 from .demo_live import LiveRun
 from .demo_view import Out, fetch_supply, holders_grid, supply_grid
 from .deploy import World, deploy_world
-from .rpc import rpc
+from .node import rpc
 from .simulate import Simulator
 
 FOLDER = Path(".demo")
 NO_ANVIL = ("no anvil for the demo{}: run `npm ci` in the repository root, which installs "
             "@foundry-rs/anvil (`make demo` does it for you)")
-MARKER = "# written by `indexer demo`"
+MARKER = "# written by `indexer demo`"  # kept as it was: configs earlier demos wrote stay ours to overwrite
 GENESIS_TIME = 1_767_623_400  # 2026-01-05 14:30 UTC, a Monday's US market open
 BLOCK_INTERVAL = 12
 HISTORY_BLOCKS = 40

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title ViewReader
+/// @notice Never deployed. The indexer places this runtime code at an unused address with an
+/// eth_call state override and reads many views of many contracts at one block in ONE call
+/// (a provider counts a JSON-RPC batch of n calls as n; this is 1).
+contract ViewReader {
+    /// @notice For each i, a static call of `targets[i]` with `data[i]`: its answer, or empty
+    /// bytes when it reverted.
+    function read(address[] calldata targets, bytes[] calldata data) external view returns (bytes[] memory out) {
+        out = new bytes[](targets.length);
+        for (uint256 i = 0; i < targets.length; ++i) {
+            (bool ok, bytes memory answer) = targets[i].staticcall(data[i]);
+            out[i] = ok ? answer : bytes("");
+        }
+    }
+
+    /// @notice The timestamp of the block the call runs at (its header need not be asked).
+    function time() external view returns (uint256) {
+        return block.timestamp;
+    }
+}
