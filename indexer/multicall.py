@@ -21,21 +21,16 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-from eth_abi.exceptions import DecodingError
-
-from . import logconfig
+from . import abi, logconfig
 from .chain import Chain
-from .contract_views import selector
 from .errors import ChainMoved, RpcError, StateUnavailable
 from .rpc import _result
 
 log = logconfig.get("multicall")
 
 READER = "0x" + "5ead" * 10  # no contract lives there; the override puts the reader's code in it
-_READ = selector("read(address[],bytes[])")
-_TIME = selector("time()")
+_READ = "0x84941937"  # read(address[],bytes[]); written out (tests/test_startup.py): no keccak at import
+_TIME = "0x16ada547"  # time()
 CHUNK = 400  # views per eth_call: well inside any node's gas cap for a call
 CODE = "0x" + (
     "608060405234801561000f575f5ffd5b5060043610610034575f3560e01c806316ada547146100385780638494193714"
@@ -95,8 +90,7 @@ async def _through_reader(chain: Chain, asks: Mapping[Block, Calls], strict: boo
     for block, calls in asks.items():
         for i in range(0, max(1, len(calls)), CHUNK):
             chunk = [*calls[i:i + CHUNK], (READER, _TIME)]
-            data = _READ + abi_encode(["address[]", "bytes[]"], [[t for t, _ in chunk],
-                                                                 [bytes.fromhex(d[2:]) for _, d in chunk]]).hex()
+            data = _READ + abi.encode_reads([t for t, _ in chunk], [bytes.fromhex(d[2:]) for _, d in chunk]).hex()
             tag = hex(block) if isinstance(block, int) else block
             items.append(("eth_call", [{"to": READER, "data": data}, tag, {READER: {"code": CODE}}]))
             parts.append((block, i, len(chunk) - 1))
@@ -130,8 +124,8 @@ def _decode(result: object, n: int) -> list[bytes]:
     if not isinstance(result, str) or len(result) < 130:
         raise _Refused(f"not the reader's answer: {str(result)[:40]}")
     try:
-        (out,) = abi_decode(["bytes[]"], bytes.fromhex(result[2:]))
-    except (DecodingError, ValueError, OverflowError):
+        (out,) = abi.decode(["bytes[]"], bytes.fromhex(result[2:]))
+    except ValueError:
         raise _Refused("the answer does not decode as the reader's") from None
     if len(out) != n:
         raise _Refused(f"the reader answered {len(out)} views, {n} asked")

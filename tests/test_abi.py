@@ -12,7 +12,7 @@ import pytest
 from indexer import abi
 
 TUPLES = [["uint256"], ["address"], ["bool"], ["string"], ["string", "string"], ["address", "string", "string"],
-          ["uint256", "uint256", "uint256", "uint256"], ["bool", "string"], ["string", "uint256"]]
+          ["uint256", "uint256", "uint256", "uint256"], ["bool", "string"], ["string", "uint256"], ["bytes[]"]]
 
 
 def value(typ: str, local: random.Random) -> object:
@@ -22,6 +22,8 @@ def value(typ: str, local: random.Random) -> object:
         return "0x" + local.getrandbits(160).to_bytes(20, "big").hex()
     if typ == "bool":
         return local.random() < 0.5
+    if typ == "bytes[]":
+        return [local.randbytes(local.choice([0, 1, 31, 32, 33, 96])) for _ in range(local.randint(0, 4))]
     return "".join(local.choice(["a", "Z", " ", "é", "€", "\0", "x" * 31]) for _ in range(local.randint(0, 9)))
 
 
@@ -69,3 +71,18 @@ def test_agrees_with_eth_abi(types: list[str]) -> None:
 def test_an_unsupported_type_is_refused() -> None:
     with pytest.raises(abi.AbiError):
         abi.decode(["int8"], bytes(32))
+
+
+def test_the_readers_call_is_encoded_as_eth_abi_does() -> None:
+    local = random.Random(7)
+    for _ in range(300):
+        n = local.randint(0, 6)
+        targets = ["0x" + local.randbytes(20).hex() for _ in range(n)]
+        calls = [local.randbytes(local.choice([0, 4, 36, 68, 100])) for _ in range(n + local.choice([0, 1]))]
+        assert abi.encode_reads(targets, calls) == eth_abi.encode(["address[]", "bytes[]"], [targets, calls])
+
+
+@pytest.mark.parametrize("target", ["0x" + "11" * 19, "11" * 20, "0x" + "11" * 21])
+def test_the_readers_call_refuses_what_is_not_an_address(target: str) -> None:
+    with pytest.raises(abi.AbiError):
+        abi.encode_reads([target], [b""])
