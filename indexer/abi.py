@@ -39,6 +39,12 @@ def decode(types: Sequence[str], data: bytes) -> tuple[object, ...]:
     return tuple(out)
 
 
+def decode_bytes_array(data: bytes) -> tuple[bytes, ...]:
+    """``decode(["bytes[]"], data)[0]``, typed."""
+    (items,) = decode(["bytes[]"], data)
+    return items  # type: ignore[return-value]
+
+
 def _static(typ: str, word: bytes) -> object:
     if typ == "uint256":
         return int.from_bytes(word, "big")

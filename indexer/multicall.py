@@ -124,7 +124,7 @@ def _decode(result: object, n: int) -> list[bytes]:
     if not isinstance(result, str) or len(result) < 130:
         raise _Refused(f"not the reader's answer: {str(result)[:40]}")
     try:
-        (out,) = abi.decode(["bytes[]"], bytes.fromhex(result[2:]))
+        out = abi.decode_bytes_array(bytes.fromhex(result[2:]))
     except ValueError:
         raise _Refused("the answer does not decode as the reader's") from None
     if len(out) != n:
