@@ -10,9 +10,9 @@ from . import abi
 
 
 def selector(signature: str) -> str:
-    from eth_utils.crypto import keccak
+    from eth_hash.auto import keccak
 
-    return "0x" + keccak(text=signature)[:4].hex()
+    return "0x" + keccak(signature.encode()).hex()[:8]
 
 
 # Selectors written out: hashing them at import put eth_utils on every command's start-up
