@@ -399,6 +399,62 @@ CREATE OR REPLACE FUNCTION holder_days_commit(p_chain_id bigint, p_tokens text[]
 $$;
 COMMENT ON FUNCTION holder_days_commit(bigint, text[], bigint) IS 'A batch''s share of holder_days and holder_marks: its moves are the rows of transfer_log above each token''s synced_block up to p_to, read before share_balances and tokens move (the batch calls it between its COPY and its ledger upsert).';
 
+REVOKE ALL ON FUNCTION holder_days_recount(), holder_marks_recount(), holder_days_commit(bigint, text[], bigint)
+    FROM PUBLIC;
+
+-- holders_at(token, block) needs every holder's shares at a block. A checkpoint is the token's
+-- whole ledger (shares > 0) at the end of a batch, taken in the batch's transaction once the
+-- token has made checkpoint_moves() moves since the last one: holders_at starts from the nearest
+-- of the token's start, a checkpoint and the current ledger, and applies the moves in between
+-- (at most half the spacing), whatever the length of the history.
+
+CREATE TABLE IF NOT EXISTS holder_checkpoints (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    block_number  bigint NOT NULL,
+    moves         bigint NOT NULL,
+    PRIMARY KEY (chain_id, token, block_number)
+);
+COMMENT ON TABLE holder_checkpoints IS 'Blocks at whose end the token''s ledger was copied to checkpoint_shares, with the token''s moves (mints, burns, transfers) up to there. Rows above a rewind''s ancestor are removed with it.';
+
+CREATE TABLE IF NOT EXISTS checkpoint_shares (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    block_number  bigint NOT NULL,
+    holder        text NOT NULL,
+    shares        numeric(78,0) NOT NULL,
+    PRIMARY KEY (chain_id, token, block_number, holder)
+);
+COMMENT ON TABLE checkpoint_shares IS 'Shares of every holder with shares > 0 at the end of a holder_checkpoints block.';
+
+CREATE OR REPLACE FUNCTION checkpoint_moves() RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN coalesce(nullif(current_setting('xstock_indexer.checkpoint_moves', true), '')::bigint, 250000);
+COMMENT ON FUNCTION checkpoint_moves() IS 'Moves of a token between two checkpoints: 250000, or the setting xstock_indexer.checkpoint_moves (ALTER DATABASE ... SET xstock_indexer.checkpoint_moves = N). Smaller: faster holders_at, more rows kept.';
+
+CREATE OR REPLACE FUNCTION holder_checkpoints_take(p_chain_id bigint, p_tokens text[], p_block bigint) RETURNS void
+    LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT t.token, t.mint_count + t.burn_count + t.transfer_count AS moves
+          FROM tokens t
+         WHERE t.chain_id = p_chain_id AND t.token = ANY(p_tokens)
+           AND t.mint_count + t.burn_count + t.transfer_count
+               - coalesce((SELECT max(c.moves) FROM holder_checkpoints c
+                            WHERE c.chain_id = t.chain_id AND c.token = t.token), 0) >= checkpoint_moves()
+    ), taken AS (
+        INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
+        SELECT p_chain_id, d.token, p_block, d.moves FROM due d
+        RETURNING token
+    )
+    INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
+    SELECT p_chain_id, b.token, p_block, b.holder, b.shares
+      FROM taken x
+      JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token
+     WHERE b.shares > 0
+$$;
+COMMENT ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) IS 'In a batch, after its ledger upsert: a checkpoint at p_block of each of p_tokens due for one.';
+REVOKE ALL ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint, p_day date, p_tokens text[])
     RETURNS void LANGUAGE sql AS $$
     -- Called before the rewind removes anything. Days after p_day go; p_day is recounted from its
@@ -459,6 +515,11 @@ CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint,
       JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token AND b.holder = x.holder
       LEFT JOIN on_day d ON d.token = x.token AND d.holder = x.holder
      WHERE k.chain_id = p_chain_id AND k.token = x.token AND k.holder = x.holder;
+    -- Checkpoints above p_block go.
+    DELETE FROM checkpoint_shares c USING tokens t
+     WHERE t.chain_id = p_chain_id AND c.chain_id = t.chain_id AND c.token = t.token AND c.block_number > p_block;
+    DELETE FROM holder_checkpoints c USING tokens t
+     WHERE t.chain_id = p_chain_id AND c.chain_id = t.chain_id AND c.token = t.token AND c.block_number > p_block;
     -- Tokens announced above p_block by a factory are forgotten whole.
     DELETE FROM holder_days d USING tokens t
      WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block
@@ -467,9 +528,42 @@ CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint,
      WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block
        AND k.chain_id = t.chain_id AND k.token = t.token;
 $$;
-COMMENT ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) IS 'Undo holder_days and holder_marks above block p_block (of UTC day p_day) for p_tokens; part of a rewind, called before it removes the moves.';
-REVOKE ALL ON FUNCTION holder_days_recount(), holder_marks_recount(), holder_days_commit(bigint, text[], bigint),
-    holder_days_rewind(bigint, bigint, date, text[]) FROM PUBLIC;
+COMMENT ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) IS 'Undo holder_days, holder_marks and the checkpoints above block p_block (of UTC day p_day) for p_tokens; part of a rewind, called before it removes the moves.';
+REVOKE ALL ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) FROM PUBLIC;
+
+-- A database from before checkpoints (or loaded in bulk): checkpoints at the block of every
+-- checkpoint_moves()-th move of each token, from transfer_log.
+INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
+SELECT x.chain_id, x.token, x.block_number, x.moves
+  FROM (SELECT b.chain_id, b.token, b.block_number, (sum(b.n) OVER w)::bigint AS moves,
+               (sum(b.n) OVER w)::bigint - b.n AS before
+          FROM (SELECT l.chain_id, l.token, l.block_number, count(*) AS n FROM transfer_log l GROUP BY 1, 2, 3) b
+        WINDOW w AS (PARTITION BY b.chain_id, b.token ORDER BY b.block_number)) x
+ WHERE x.moves / checkpoint_moves() > x.before / checkpoint_moves()
+   AND NOT EXISTS (SELECT 1 FROM holder_checkpoints);
+INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
+WITH points AS (
+    SELECT c.chain_id, c.token, c.block_number,
+           lag(c.block_number) OVER (PARTITION BY c.chain_id, c.token ORDER BY c.block_number) AS previous
+      FROM holder_checkpoints c
+), deltas AS (         -- per checkpoint: each holder's moves since the previous one
+    SELECT p.chain_id, p.token, p.block_number, a.holder, sum(a.delta) AS delta
+      FROM points p
+      JOIN transfer_log l ON l.chain_id = p.chain_id AND l.token = p.token
+                         AND l.block_number > coalesce(p.previous, -1) AND l.block_number <= p.block_number
+     CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+     WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+     GROUP BY 1, 2, 3, 4
+), grid AS (           -- every holder at every checkpoint: the running sum of those moves
+    SELECT p.chain_id, p.token, p.block_number, h.holder,
+           sum(coalesce(d.delta, 0)) OVER (PARTITION BY p.chain_id, p.token, h.holder ORDER BY p.block_number) AS shares
+      FROM (SELECT DISTINCT chain_id, token, holder FROM deltas) h
+      JOIN points p ON p.chain_id = h.chain_id AND p.token = h.token
+      LEFT JOIN deltas d ON d.chain_id = p.chain_id AND d.token = p.token AND d.block_number = p.block_number
+                        AND d.holder = h.holder
+)
+SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
+ WHERE g.shares > 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares);
 
 -- ---------------------------------------------------------------------------------------------
 -- Analyst surface: helpers
@@ -1448,6 +1542,9 @@ CREATE OR REPLACE FUNCTION holders_at(p_chain_id bigint, p_token text, p_block b
 DECLARE
     tok tokens%ROWTYPE;
     m numeric;
+    anchor bigint;
+    src text := 'start';
+    point bigint;
 BEGIN
     SELECT * INTO tok FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token);
     IF NOT FOUND THEN
@@ -1458,36 +1555,42 @@ BEGIN
             p_block, tok.synced_block, tok.symbol, p_chain_id;
     END IF;
     m := multiplier_at(p_chain_id, tok.token, p_block);
-    -- Read the shorter side of history: the moves up to p_block, or the current ledger less
-    -- the moves after p_block (every address that ever received has a share_balances row).
-    IF tok.synced_block - p_block < p_block - tok.start_block THEN
-        RETURN QUERY
-        WITH later AS (
-            SELECT a.holder, sum(a.delta) AS delta
-              FROM transfer_log l
-             CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-             WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number > p_block
-             GROUP BY a.holder
-        )
-        SELECT b.holder, b.shares - coalesce(x.delta, 0), apply_multiplier(b.shares - coalesce(x.delta, 0), m),
-               to_units(apply_multiplier(b.shares - coalesce(x.delta, 0), m), tok.decimals)
-          FROM share_balances b
-          LEFT JOIN later x ON x.holder = b.holder
-         WHERE b.chain_id = p_chain_id AND b.token = tok.token
-           AND b.shares - coalesce(x.delta, 0) > 0 AND b.shares - coalesce(x.delta, 0) >= holder_threshold(m);
-    ELSE
-        RETURN QUERY
-        SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
-          FROM (SELECT a.holder, sum(a.delta) AS shares
-                  FROM transfer_log l
-                 CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-                 WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number <= p_block
-                   AND a.holder <> '0x0000000000000000000000000000000000000000'
-                 GROUP BY a.holder) h
-         WHERE h.shares > 0 AND h.shares >= holder_threshold(m);
+    -- Start from the nearest known ledger: none before the token's start, a checkpoint, or the
+    -- current one; then apply the moves between it and p_block (forward or backward).
+    anchor := least(tok.start_block - 1, p_block);
+    SELECT c.block_number INTO point FROM holder_checkpoints c
+     WHERE c.chain_id = p_chain_id AND c.token = tok.token ORDER BY abs(c.block_number - p_block) LIMIT 1;
+    IF point IS NOT NULL AND abs(point - p_block) < p_block - anchor THEN
+        anchor := point;
+        src := 'checkpoint';
     END IF;
+    IF tok.synced_block - p_block < abs(anchor - p_block) THEN
+        anchor := tok.synced_block;
+        src := 'ledger';
+    END IF;
+    RETURN QUERY
+    WITH moved AS (
+        SELECT a.holder, sum(a.delta) AS delta
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE l.chain_id = p_chain_id AND l.token = tok.token
+           AND l.block_number > least(anchor, p_block) AND l.block_number <= greatest(anchor, p_block)
+           AND a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY a.holder
+    ), known AS (
+        SELECT c.holder, c.shares FROM checkpoint_shares c
+         WHERE src = 'checkpoint' AND c.chain_id = p_chain_id AND c.token = tok.token AND c.block_number = anchor
+        UNION ALL
+        SELECT b.holder, b.shares FROM share_balances b
+         WHERE src = 'ledger' AND b.chain_id = p_chain_id AND b.token = tok.token AND b.shares > 0
+    )
+    SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
+      FROM (SELECT coalesce(k.holder, x.holder) AS holder,
+                   coalesce(k.shares, 0) + coalesce(CASE WHEN anchor < p_block THEN x.delta ELSE -x.delta END, 0) AS shares
+              FROM known k FULL JOIN moved x ON x.holder = k.holder) h
+     WHERE h.shares > 0 AND h.shares >= holder_threshold(m);
 END $$;
-COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with balance > 0 (dust shares worth less than one base unit left out); balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Reads the moves before or after p_block, whichever side is shorter. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
+COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with balance > 0 (dust shares worth less than one base unit left out); balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Starts from the nearest of the token''s start, a checkpoint (holder_checkpoints) and the current ledger, and reads only the moves between it and p_block. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
 
 CREATE OR REPLACE FUNCTION block_at_time(p_chain_id bigint, p_token text, p_at timestamptz) RETURNS bigint
     LANGUAGE sql STABLE AS $$

@@ -22,6 +22,12 @@ from tests.custody_desk import ONE, Desk
 
 V2_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v2.sql"  # schema.sql of version 2
 DAY = 86_400
+CHECKPOINT_MOVES = 15
+REPLAY = """SELECT a.holder, sum(a.delta) FROM transfer_log l
+             CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+             WHERE l.chain_id = $1 AND l.token = $2 AND l.block_number <= $3
+               AND a.holder <> '0x0000000000000000000000000000000000000000'
+             GROUP BY 1 HAVING sum(a.delta) > 0 ORDER BY 1"""
 OTHER = "0x" + "c7" * 20
 
 
@@ -34,7 +40,9 @@ def v2_function(name: str) -> str:
 
 
 async def install_v2_functions(url: str) -> None:
-    await execute(url, v2_function("holder_history_from"))
+    await execute(url, v2_function("holder_history_from") + v2_function("holders_at"))
+    await execute(url, "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET xstock_indexer.checkpoint_moves = "
+                       f"{CHECKPOINT_MOVES}', current_database()); END $$")  # from the next connection on
 
 
 async def fetch(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
@@ -69,7 +77,28 @@ async def days_equal_a_recount(url: str) -> int:
             compared += len(now)
     view = await fetch(url, "SELECT * FROM holder_history ORDER BY chain_id, token, day")
     assert len(view) >= compared // 2
+    await checkpoints_equal_a_replay(url)
     return compared
+
+
+async def checkpoints_equal_a_replay(url: str) -> int:
+    """Every checkpoint holds the ledger at its block; holders_at equals version 2's answer at the
+    checkpoints, next to them and at every fifth block. Returns the checkpoints seen."""
+    points = await fetch(url, "SELECT chain_id, token, block_number FROM holder_checkpoints ORDER BY 1, 2, 3")
+    for chain_id, token, block in points:
+        kept = await fetch(url, "SELECT holder, shares FROM checkpoint_shares WHERE chain_id = $1 AND token = $2 "
+                                "AND block_number = $3 ORDER BY 1", chain_id, token, block)
+        assert kept == await fetch(url, REPLAY, chain_id, token, block), (token, block)
+    near = {(c, t, b + d) for c, t, b in points for d in (-1, 0, 1)}
+    for chain_id, token, start, synced in await fetch(url, "SELECT chain_id, token, start_block, synced_block "
+                                                           "FROM tokens ORDER BY 1, 2"):
+        blocks = sorted({b for c, t, b in near if (c, t) == (chain_id, token) and start <= b <= synced}
+                        | set(range(start, synced + 1, 5)) | {synced})
+        for block in blocks:
+            now = await fetch(url, "SELECT * FROM holders_at($1, $2, $3) ORDER BY 1", chain_id, token, block)
+            assert now == await fetch(url, "SELECT * FROM v2_holders_at($1, $2, $3) ORDER BY 1",
+                                      chain_id, token, block), (token, block)
+    return len(points)
 
 
 @pytest.fixture
@@ -101,6 +130,7 @@ async def test_days_follow_batches_days_a_reorg_and_a_split(desk: Desk, database
     await desk.index()
     days = await days_equal_a_recount(database_url)
     assert len(await fetch(database_url, "SELECT DISTINCT day FROM holder_days")) >= 3, days
+    assert await checkpoints_equal_a_replay(database_url) >= 4
     # A reorg from the middle of a day: the branch indexed, then replaced by another.
     owner, token = desk.world.roles["owner"], desk.world.tokens["TSLAx"]
     t = desk.now() + 10
@@ -188,6 +218,7 @@ async def test_a_version_2_database_upgrades_and_fills_holder_days(
         counts = await copy_into_v2(database_url, old_url)
         assert counts["transfer_log"] > 0
         await install_v2_functions(old_url)
+        assert await fetch(old_url, "SELECT count(*) FROM transfer_log") > [(3 * CHECKPOINT_MOVES,)]
         v2_answer = await fetch(old_url, "SELECT t.token, h.* FROM tokens t CROSS JOIN LATERAL "
                                          "holder_history_from(t.chain_id, t.token, NULL) h ORDER BY 1, 2")
         config = world.write_toml(tmp_path / "old.toml", old_url)
@@ -196,6 +227,7 @@ async def test_a_version_2_database_upgrades_and_fills_holder_days(
         assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3]
         assert await fetch(old_url, "SELECT count(*) FROM holder_days") != [(0,)]
         await days_equal_a_recount(old_url)
+        assert await checkpoints_equal_a_replay(old_url) >= 3  # filled from transfer_log
         assert v2_answer == await fetch(old_url, "SELECT t.token, h.* FROM tokens t CROSS JOIN LATERAL "
                                                  "holder_history_from(t.chain_id, t.token, NULL) h ORDER BY 1, 2")
         sim.run(blocks=2, moves_per_block=5)  # and it goes on indexing, exactly
