@@ -54,14 +54,14 @@ STEPS: tuple[Step, ...] = (
             "by triggers (holders are balances > 0); a reconcile beside an import waits for it; "
             "token_kinds (upgrades in place)",
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
-    Step(3, "holder_days and holder_marks: per-day holder counts kept as the ledger commits (filled from "
-            "transfer_log on upgrade); holder_history reads them; top_holders by a per-token index"),
+    Step(3, "holder_days and holder_marks (per-day holder counts) and holder checkpoints, kept as the ledger commits (filled from "
+            "transfer_log on upgrade): holder_history and holders_at read them; top_holders by a per-token index"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "5d0c840b2482ef2252a74eeaa8c2badd31233969acf804f0f68972809df2617c"
+SCHEMA_SHA256 = "80085f51a0c1e875038f82780bdbec3ad6cc6ab9ef7d9597c80779728a49e8b1"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

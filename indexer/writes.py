@@ -126,7 +126,8 @@ async def write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
               orjson.dumps(e.args).decode()) for e in b.events])
     await apply_ledger(conn, chain_id, b.ledger)
     if b.transfers:  # a copy of the ledger every so many moves, for holders_at (schema.sql)
-        await conn.execute("SELECT holder_checkpoints_take($1, $2, $3)", chain_id, list(b.synced_tokens), b.synced_block)
+        await conn.execute("SELECT holder_checkpoints_take($1, $2, $3)",
+                           chain_id, list(b.synced_tokens), b.synced_block)
     for token, block, before, after in b.kind_changes:  # an upgrade in place (upgrades.py)
         await conn.execute(
             """INSERT INTO token_kinds (chain_id, token, block_number, kind_before, kind) VALUES ($1,$2,$3,$4,$5)

@@ -165,8 +165,8 @@ async def test_days_follow_batches_days_a_reorg_and_a_split(desk: Desk, database
     await days_equal_a_recount(database_url)
     (last,) = await fetch(database_url, "SELECT multiplier, total_supply_raw FROM holder_history WHERE token = $1 "
                                         "ORDER BY day DESC LIMIT 1", token)
-    assert last == tuple(await fetch(database_url, "SELECT multiplier, total_supply_raw FROM token_supply "
-                                                   "WHERE token = $1", token))[0]
+    (now,) = await fetch(database_url, "SELECT multiplier, total_supply_raw FROM token_supply WHERE token = $1", token)
+    assert last == now
 
 
 async def install_v2_functions_after_migrate(desk: Desk, database_url: str) -> None:
