@@ -54,8 +54,9 @@ STEPS: tuple[Step, ...] = (
             "by triggers (holders are balances > 0); a reconcile beside an import waits for it; "
             "token_kinds (upgrades in place)",
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
-    Step(3, "holder_days and holder_marks (per-day holder counts) and holder checkpoints, kept as the ledger commits (filled from "
-            "transfer_log on upgrade): holder_history and holders_at read them; top_holders by a per-token index"),
+    Step(3, "per-day holder counts (holder_days, holder_marks) and ledger checkpoints (holder_checkpoints, "
+            "checkpoint_shares) kept as the ledger commits, filled from transfer_log on upgrade: holder_history "
+            "and holders_at read them; top_holders through an index of shares per token"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
