@@ -295,7 +295,7 @@ COMMENT ON TABLE holder_marks IS 'Per holder: the last UTC day it moved and its 
 CREATE OR REPLACE FUNCTION holder_days_recount()
     RETURNS TABLE (chain_id bigint, token text, day date, joined bigint, exited bigint, new_holders bigint,
                    net_shares numeric)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET work_mem = '256MB' AS $$
     WITH moves AS (
         SELECT l.chain_id, l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
                bool_or(a.received) AS received
@@ -322,7 +322,7 @@ COMMENT ON FUNCTION holder_days_recount() IS 'holder_days recomputed from transf
 CREATE OR REPLACE FUNCTION holder_marks_recount()
     RETURNS TABLE (chain_id bigint, token text, holder text, day date, day_start numeric, first_in bigint,
                    first_in_day date)
-    LANGUAGE sql STABLE AS $$
+    LANGUAGE sql STABLE SET work_mem = '256MB' AS $$
     WITH moves AS (
         SELECT l.chain_id, l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
                min(l.block_number) FILTER (WHERE a.received) AS first_in
@@ -563,7 +563,8 @@ WITH points AS (
                         AND d.holder = h.holder
 )
 SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
- WHERE g.shares > 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares);
+ WHERE g.shares > 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
+ ORDER BY 1, 2, 3, 4;  -- each checkpoint's rows together, as a batch writes them
 
 -- ---------------------------------------------------------------------------------------------
 -- Analyst surface: helpers
@@ -1459,7 +1460,7 @@ COMMENT ON COLUMN holder_history.total_supply IS 'total_supply_raw in token unit
 
 -- The largest holders of a token first, without sorting its ledger: a filter on rank becomes a
 -- run condition of each token's window, which stops after the last rank asked for.
-CREATE INDEX IF NOT EXISTS share_balances_rank ON share_balances (chain_id, token, shares DESC);
+CREATE INDEX IF NOT EXISTS share_balances_rank ON share_balances (chain_id, token, shares DESC) INCLUDE (holder, updated_block);
 COMMENT ON INDEX share_balances_rank IS 'Holders of a token by shares, largest first: top_holders reads only the ranks asked for. Its price: an update of shares is no longer HOT (the ledger upsert writes index entries).';
 
 CREATE OR REPLACE VIEW top_holders AS
@@ -1544,7 +1545,9 @@ COMMENT ON COLUMN indexer_progress.tokens IS 'Tokens followed on the chain.';
 
 CREATE OR REPLACE FUNCTION holders_at(p_chain_id bigint, p_token text, p_block bigint)
     RETURNS TABLE (holder text, shares numeric, balance_raw numeric, balance numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    -- A few hundred thousand moves aggregated by holder: in memory, and too short a query for JIT.
+    SET work_mem = '64MB' SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     tok tokens%ROWTYPE;

@@ -83,7 +83,7 @@ async def days_equal_a_recount(url: str) -> int:
 
 async def checkpoints_equal_a_replay(url: str) -> int:
     """Every checkpoint holds the ledger at its block; holders_at equals version 2's answer at the
-    checkpoints, next to them and at every fifth block. Returns the checkpoints seen."""
+    checkpoints, next to them and at every ninth block. Returns the checkpoints seen."""
     points = await fetch(url, "SELECT chain_id, token, block_number FROM holder_checkpoints ORDER BY 1, 2, 3")
     for chain_id, token, block in points:
         kept = await fetch(url, "SELECT holder, shares FROM checkpoint_shares WHERE chain_id = $1 AND token = $2 "
@@ -93,7 +93,7 @@ async def checkpoints_equal_a_replay(url: str) -> int:
     for chain_id, token, start, synced in await fetch(url, "SELECT chain_id, token, start_block, synced_block "
                                                            "FROM tokens ORDER BY 1, 2"):
         blocks = sorted({b for c, t, b in near if (c, t) == (chain_id, token) and start <= b <= synced}
-                        | set(range(start, synced + 1, 5)) | {synced})
+                        | set(range(start, synced + 1, 9)) | {synced})
         for block in blocks:
             now = await fetch(url, "SELECT * FROM holders_at($1, $2, $3) ORDER BY 1", chain_id, token, block)
             assert now == await fetch(url, "SELECT * FROM v2_holders_at($1, $2, $3) ORDER BY 1",
