@@ -346,13 +346,14 @@ INSERT INTO holder_marks SELECT * FROM holder_marks_recount() WHERE NOT EXISTS (
 INSERT INTO holder_days SELECT * FROM holder_days_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
 
 CREATE OR REPLACE FUNCTION holder_days_commit(p_chain_id bigint, p_tokens text[], p_to bigint) RETURNS void
-    LANGUAGE sql AS $$
+    LANGUAGE sql SET jit = off AS $$
     WITH batch AS (        -- the batch's moves (above each token's synced_block), per holder and day
         SELECT l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
                min(l.block_number) FILTER (WHERE a.received) AS first_in
           FROM tokens t
-          JOIN transfer_log l ON l.chain_id = t.chain_id AND l.token = t.token
-                             AND l.block_number > t.synced_block AND l.block_number <= p_to
+         CROSS JOIN LATERAL (  -- per token: a range of the primary key, whatever the plan's estimates
+                SELECT * FROM transfer_log r WHERE r.chain_id = t.chain_id AND r.token = t.token
+                   AND r.block_number > t.synced_block AND r.block_number <= p_to OFFSET 0) l
          CROSS JOIN LATERAL (VALUES (l.to_address, l.shares, l.shares > 0), (l.from_address, -l.shares, false))
                AS a(holder, delta, received)
          WHERE t.chain_id = p_chain_id AND t.token = ANY(p_tokens)
@@ -433,7 +434,7 @@ CREATE OR REPLACE FUNCTION checkpoint_moves() RETURNS bigint
 COMMENT ON FUNCTION checkpoint_moves() IS 'Moves of a token between two checkpoints: 250000, or the setting xstock_indexer.checkpoint_moves (ALTER DATABASE ... SET xstock_indexer.checkpoint_moves = N). Smaller: faster holders_at, more rows kept.';
 
 CREATE OR REPLACE FUNCTION holder_checkpoints_take(p_chain_id bigint, p_tokens text[], p_block bigint) RETURNS void
-    LANGUAGE sql AS $$
+    LANGUAGE sql SET jit = off AS $$
     WITH due AS (
         SELECT t.token, t.mint_count + t.burn_count + t.transfer_count AS moves
           FROM tokens t
@@ -456,7 +457,11 @@ COMMENT ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) IS 'In a bat
 REVOKE ALL ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint, p_day date, p_tokens text[])
-    RETURNS void LANGUAGE sql AS $$
+    RETURNS void LANGUAGE plpgsql SET jit = off AS $$
+-- plpgsql: each statement is planned for its values (a rewind reads a few blocks of a long history).
+DECLARE
+    orphan text;  -- a token whose rows above p_block go
+BEGIN
     -- Called before the rewind removes anything. Days after p_day go; p_day is recounted from its
     -- moves up to p_block, with each holder's shares at p_block (now, less the moves above it).
     DELETE FROM holder_days
@@ -464,9 +469,11 @@ CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint,
     INSERT INTO holder_days (chain_id, token, day, joined, exited, new_holders, net_shares)
     WITH above AS (
         SELECT l.token, a.holder, sum(a.delta) AS delta
-          FROM transfer_log l
+          FROM unnest(p_tokens) AS u(token)
+         CROSS JOIN LATERAL (SELECT * FROM transfer_log r WHERE r.chain_id = p_chain_id AND r.token = u.token
+                                AND r.block_number > p_block OFFSET 0) l
          CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-         WHERE l.chain_id = p_chain_id AND l.token = ANY(p_tokens) AND l.block_number > p_block
+         WHERE true
          GROUP BY 1, 2
     ), on_day AS (
         SELECT l.token, a.holder, sum(a.delta) AS delta
@@ -493,9 +500,11 @@ CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint,
     -- The marks of the holders that moved above p_block: p_day's start where they moved on it.
     WITH above AS (
         SELECT l.token, a.holder, sum(a.delta) AS delta
-          FROM transfer_log l
+          FROM unnest(p_tokens) AS u(token)
+         CROSS JOIN LATERAL (SELECT * FROM transfer_log r WHERE r.chain_id = p_chain_id AND r.token = u.token
+                                AND r.block_number > p_block OFFSET 0) l
          CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-         WHERE l.chain_id = p_chain_id AND l.token = ANY(p_tokens) AND l.block_number > p_block
+         WHERE true
            AND a.holder <> '0x0000000000000000000000000000000000000000'
          GROUP BY 1, 2
     ), on_day AS (
@@ -516,18 +525,20 @@ CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint,
       LEFT JOIN on_day d ON d.token = x.token AND d.holder = x.holder
      WHERE k.chain_id = p_chain_id AND k.token = x.token AND k.holder = x.holder;
     -- Checkpoints above p_block go.
-    DELETE FROM checkpoint_shares c USING tokens t
-     WHERE t.chain_id = p_chain_id AND c.chain_id = t.chain_id AND c.token = t.token AND c.block_number > p_block;
-    DELETE FROM holder_checkpoints c USING tokens t
-     WHERE t.chain_id = p_chain_id AND c.chain_id = t.chain_id AND c.token = t.token AND c.block_number > p_block;
+    FOR orphan IN SELECT c.token FROM holder_checkpoints c WHERE c.chain_id = p_chain_id AND c.block_number > p_block
+                  GROUP BY c.token LOOP
+        DELETE FROM checkpoint_shares c
+         WHERE c.chain_id = p_chain_id AND c.token = orphan AND c.block_number > p_block;
+        DELETE FROM holder_checkpoints c
+         WHERE c.chain_id = p_chain_id AND c.token = orphan AND c.block_number > p_block;
+    END LOOP;
     -- Tokens announced above p_block by a factory are forgotten whole.
-    DELETE FROM holder_days d USING tokens t
-     WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block
-       AND d.chain_id = t.chain_id AND d.token = t.token;
-    DELETE FROM holder_marks k USING tokens t
-     WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block
-       AND k.chain_id = t.chain_id AND k.token = t.token;
-$$;
+    FOR orphan IN SELECT t.token FROM tokens t
+                   WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block LOOP
+        DELETE FROM holder_days d WHERE d.chain_id = p_chain_id AND d.token = orphan;
+        DELETE FROM holder_marks k WHERE k.chain_id = p_chain_id AND k.token = orphan;
+    END LOOP;
+END $$;
 COMMENT ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) IS 'Undo holder_days, holder_marks and the checkpoints above block p_block (of UTC day p_day) for p_tokens; part of a rewind, called before it removes the moves.';
 REVOKE ALL ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) FROM PUBLIC;
 

@@ -62,7 +62,7 @@ CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "62cd0a5cf97ec888305d9212fb6423d88daa9505d2dfab42a75f23673d998c40"
+SCHEMA_SHA256 = "954762f8a6ec2e5e5ecba0746db11e89bf4ee1ee50d2c5af23c98f1f57506b5e"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,
