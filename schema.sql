@@ -1469,23 +1469,16 @@ COMMENT ON COLUMN holder_history.multiplier IS 'Multiplier in force at the end o
 COMMENT ON COLUMN holder_history.total_supply_raw IS 'floor(total_shares * multiplier / 1e18), base units: totalSupply() at the last block of the day.';
 COMMENT ON COLUMN holder_history.total_supply IS 'total_supply_raw in token units (exact decimal).';
 
--- The largest holders of a token first, without sorting its ledger: a filter on rank becomes a
--- run condition of each token's window, which stops after the last rank asked for.
-CREATE INDEX IF NOT EXISTS share_balances_rank ON share_balances (chain_id, token, shares DESC) INCLUDE (holder, updated_block);
-COMMENT ON INDEX share_balances_rank IS 'Holders of a token by shares, largest first: top_holders reads only the ranks asked for. Its price: an update of shares is no longer HOT (the ledger upsert writes index entries).';
-
 CREATE OR REPLACE VIEW top_holders AS
-SELECT t.chain_id, t.token, t.symbol, r.rank, r.holder, r.shares,
-       apply_multiplier(r.shares, t.multiplier) AS balance_raw,
-       to_units(apply_multiplier(r.shares, t.multiplier), t.decimals) AS balance,
-       round(r.shares / nullif(t.total_shares, 0), 12) AS share_of_supply,
-       r.updated_block
-  FROM tokens t
- CROSS JOIN LATERAL (
-        SELECT rank() OVER (ORDER BY b.shares DESC) AS rank, b.holder, b.shares, b.updated_block
-          FROM share_balances b
-         WHERE b.chain_id = t.chain_id AND b.token = t.token
-           AND b.shares > 0 AND b.shares >= holder_threshold(t.multiplier)) r;
+SELECT b.chain_id, b.token, t.symbol, rank() OVER w AS rank, b.holder, b.shares,
+       apply_multiplier(b.shares, t.multiplier) AS balance_raw,
+       to_units(apply_multiplier(b.shares, t.multiplier), t.decimals) AS balance,
+       round(b.shares / nullif(t.total_shares, 0), 12) AS share_of_supply,
+       b.updated_block
+  FROM share_balances b
+  JOIN tokens t USING (chain_id, token)
+ WHERE b.shares > 0 AND b.shares >= holder_threshold(t.multiplier)
+WINDOW w AS (PARTITION BY b.chain_id, b.token, t.symbol ORDER BY b.shares DESC);
 COMMENT ON VIEW top_holders IS 'Current holders (balance > 0) ranked within their token by balance, at the indexed block. Filter by symbol and rank: WHERE symbol = ''TSLAx'' AND rank <= 20.';
 COMMENT ON COLUMN top_holders.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN top_holders.token IS 'Token contract address.';
