@@ -397,6 +397,8 @@ CREATE OR REPLACE FUNCTION holder_days_commit(p_chain_id bigint, p_tokens text[]
     ON CONFLICT (chain_id, token, holder) DO UPDATE
     SET day = EXCLUDED.day, day_start = EXCLUDED.day_start,
         first_in = coalesce(k.first_in, EXCLUDED.first_in), first_in_day = coalesce(k.first_in_day, EXCLUDED.first_in_day)
+    WHERE (k.day, k.day_start) IS DISTINCT FROM (EXCLUDED.day, EXCLUDED.day_start)  -- the same day: nothing to write
+       OR (k.first_in IS NULL AND EXCLUDED.first_in IS NOT NULL)
 $$;
 COMMENT ON FUNCTION holder_days_commit(bigint, text[], bigint) IS 'A batch''s share of holder_days and holder_marks: its moves are the rows of transfer_log above each token''s synced_block up to p_to, read before share_balances and tokens move (the batch calls it between its COPY and its ledger upsert).';
 
