@@ -406,7 +406,7 @@ REVOKE ALL ON FUNCTION holder_days_recount(), holder_marks_recount(), holder_day
     FROM PUBLIC;
 
 -- holders_at(token, block) needs every holder's shares at a block. A checkpoint is the token's
--- whole ledger (shares > 0) at the end of a batch, taken in the batch's transaction once the
+-- whole ledger (shares <> 0) at the end of a batch, taken in the batch's transaction once the
 -- token has made checkpoint_moves() moves since the last one: holders_at starts from the nearest
 -- of the token's start, a checkpoint and the current ledger, and applies the moves in between
 -- (at most half the spacing), whatever the length of the history.
@@ -428,7 +428,7 @@ CREATE TABLE IF NOT EXISTS checkpoint_shares (
     shares        numeric(78,0) NOT NULL,
     PRIMARY KEY (chain_id, token, block_number, holder)
 );
-COMMENT ON TABLE checkpoint_shares IS 'Shares of every holder with shares > 0 at the end of a holder_checkpoints block.';
+COMMENT ON TABLE checkpoint_shares IS 'Shares of every address with shares <> 0 at the end of a holder_checkpoints block (a chain''s ledger has none below 0; kept exact for one that does, such as a synthetic load).';
 
 CREATE OR REPLACE FUNCTION checkpoint_moves() RETURNS bigint
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -453,7 +453,7 @@ CREATE OR REPLACE FUNCTION holder_checkpoints_take(p_chain_id bigint, p_tokens t
     SELECT p_chain_id, b.token, p_block, b.holder, b.shares
       FROM taken x
       JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token
-     WHERE b.shares > 0
+     WHERE b.shares <> 0
 $$;
 COMMENT ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) IS 'In a batch, after its ledger upsert: a checkpoint at p_block of each of p_tokens due for one.';
 REVOKE ALL ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) FROM PUBLIC;
@@ -576,7 +576,7 @@ WITH points AS (
                         AND d.holder = h.holder
 )
 SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
- WHERE g.shares > 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
+ WHERE g.shares <> 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
  ORDER BY 1, 2, 3, 4;  -- each checkpoint's rows together, as a batch writes them
 
 -- ---------------------------------------------------------------------------------------------
@@ -1598,7 +1598,7 @@ BEGIN
          WHERE src = 'checkpoint' AND c.chain_id = p_chain_id AND c.token = tok.token AND c.block_number = anchor
         UNION ALL
         SELECT b.holder, b.shares FROM share_balances b
-         WHERE src = 'ledger' AND b.chain_id = p_chain_id AND b.token = tok.token AND b.shares > 0
+         WHERE src = 'ledger' AND b.chain_id = p_chain_id AND b.token = tok.token AND b.shares <> 0
     )
     SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
       FROM (SELECT coalesce(k.holder, x.holder) AS holder,

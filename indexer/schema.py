@@ -62,7 +62,7 @@ CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "3903ced9c3f441ef3a0b62bab0d40aace392dd8fa996f23d53a0eb50b4b92a1a"
+SCHEMA_SHA256 = "fca91f1dee0bab8dc8c76aa5d7f3e626aca162b216986e6769c2a4b24757a9b6"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

@@ -27,7 +27,7 @@ REPLAY = """SELECT a.holder, sum(a.delta) FROM transfer_log l
              CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
              WHERE l.chain_id = $1 AND l.token = $2 AND l.block_number <= $3
                AND a.holder <> '0x0000000000000000000000000000000000000000'
-             GROUP BY 1 HAVING sum(a.delta) > 0 ORDER BY 1"""
+             GROUP BY 1 HAVING sum(a.delta) <> 0 ORDER BY 1"""
 OTHER = "0x" + "c7" * 20
 
 
