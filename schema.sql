@@ -341,9 +341,6 @@ CREATE OR REPLACE FUNCTION holder_marks_recount()
 $$;
 COMMENT ON FUNCTION holder_marks_recount() IS 'holder_marks recomputed from transfer_log alone (every holder''s last day, never NULL).';
 
--- A database from before holder_days (or one loaded in bulk): count once, from transfer_log.
-INSERT INTO holder_marks SELECT * FROM holder_marks_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
-INSERT INTO holder_days SELECT * FROM holder_days_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
 
 CREATE OR REPLACE FUNCTION holder_days_commit(p_chain_id bigint, p_tokens text[], p_to bigint) RETURNS void
     LANGUAGE sql SET jit = off AS $$
@@ -544,40 +541,58 @@ END $$;
 COMMENT ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) IS 'Undo holder_days, holder_marks and the checkpoints above block p_block (of UTC day p_day) for p_tokens; part of a rewind, called before it removes the moves.';
 REVOKE ALL ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) FROM PUBLIC;
 
--- A database from before checkpoints (or loaded in bulk): checkpoints at the block of every
--- checkpoint_moves()-th move of each token, from transfer_log.
-INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
-SELECT x.chain_id, x.token, x.block_number, x.moves
-  FROM (SELECT b.chain_id, b.token, b.block_number, (sum(b.n) OVER w)::bigint AS moves,
-               (sum(b.n) OVER w)::bigint - b.n AS before
-          FROM (SELECT l.chain_id, l.token, l.block_number, count(*) AS n FROM transfer_log l GROUP BY 1, 2, 3) b
-        WINDOW w AS (PARTITION BY b.chain_id, b.token ORDER BY b.block_number)) x
- WHERE x.moves / checkpoint_moves() > x.before / checkpoint_moves()
-   AND NOT EXISTS (SELECT 1 FROM holder_checkpoints);
-INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
-WITH points AS (
-    SELECT c.chain_id, c.token, c.block_number,
-           lag(c.block_number) OVER (PARTITION BY c.chain_id, c.token ORDER BY c.block_number) AS previous
-      FROM holder_checkpoints c
-), deltas AS (         -- per checkpoint: each holder's moves since the previous one
-    SELECT p.chain_id, p.token, p.block_number, a.holder, sum(a.delta) AS delta
-      FROM points p
-      JOIN transfer_log l ON l.chain_id = p.chain_id AND l.token = p.token
-                         AND l.block_number > coalesce(p.previous, -1) AND l.block_number <= p.block_number
-     CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-     WHERE a.holder <> '0x0000000000000000000000000000000000000000'
-     GROUP BY 1, 2, 3, 4
-), grid AS (           -- every holder at every checkpoint: the running sum of those moves
-    SELECT p.chain_id, p.token, p.block_number, h.holder,
-           sum(coalesce(d.delta, 0)) OVER (PARTITION BY p.chain_id, p.token, h.holder ORDER BY p.block_number) AS shares
-      FROM (SELECT DISTINCT chain_id, token, holder FROM deltas) h
-      JOIN points p ON p.chain_id = h.chain_id AND p.token = h.token
-      LEFT JOIN deltas d ON d.chain_id = p.chain_id AND d.token = p.token AND d.block_number = p.block_number
-                        AND d.holder = h.holder
-)
-SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
- WHERE g.shares <> 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
- ORDER BY 1, 2, 3, 4;  -- each checkpoint's rows together, as a batch writes them
+-- A first backfill into an empty transfer_log leaves holder_days, holder_marks and the checkpoints
+-- to its end (one recount costs far less than upkeep in every batch): bulk_load has a row
+-- meanwhile. A batch reads that row FOR SHARE before it writes: present, it skips the upkeep;
+-- the end deletes the row (waiting for those batches), empties the tables and fills them again.
+CREATE TABLE IF NOT EXISTS bulk_load (
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    started_by  text NOT NULL DEFAULT current_setting('application_name')
+);
+COMMENT ON TABLE bulk_load IS 'One row while a first backfill defers holder_days, holder_marks and the checkpoints to its end. A row left by a killed backfill is finished by the next writer''s start.';
+
+-- A database from before holder_days and checkpoints, or one loaded in bulk: count once, from
+-- transfer_log. Each table is filled only when empty.
+CREATE OR REPLACE FUNCTION holder_days_fill() RETURNS void LANGUAGE sql SET jit = off AS $$
+    INSERT INTO holder_marks SELECT * FROM holder_marks_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
+    INSERT INTO holder_days SELECT * FROM holder_days_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
+    -- checkpoints at the block of every checkpoint_moves()-th move of each token
+    INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
+    SELECT x.chain_id, x.token, x.block_number, x.moves
+      FROM (SELECT b.chain_id, b.token, b.block_number, (sum(b.n) OVER w)::bigint AS moves,
+                   (sum(b.n) OVER w)::bigint - b.n AS before
+              FROM (SELECT l.chain_id, l.token, l.block_number, count(*) AS n FROM transfer_log l GROUP BY 1, 2, 3) b
+            WINDOW w AS (PARTITION BY b.chain_id, b.token ORDER BY b.block_number)) x
+     WHERE x.moves / checkpoint_moves() > x.before / checkpoint_moves()
+       AND NOT EXISTS (SELECT 1 FROM holder_checkpoints);
+    INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
+    WITH points AS (
+        SELECT c.chain_id, c.token, c.block_number,
+               lag(c.block_number) OVER (PARTITION BY c.chain_id, c.token ORDER BY c.block_number) AS previous
+          FROM holder_checkpoints c
+    ), deltas AS (         -- per checkpoint: each holder's moves since the previous one
+        SELECT p.chain_id, p.token, p.block_number, a.holder, sum(a.delta) AS delta
+          FROM points p
+          JOIN transfer_log l ON l.chain_id = p.chain_id AND l.token = p.token
+                             AND l.block_number > coalesce(p.previous, -1) AND l.block_number <= p.block_number
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2, 3, 4
+    ), grid AS (           -- every holder at every checkpoint: the running sum of those moves
+        SELECT p.chain_id, p.token, p.block_number, h.holder,
+               sum(coalesce(d.delta, 0)) OVER (PARTITION BY p.chain_id, p.token, h.holder ORDER BY p.block_number) AS shares
+          FROM (SELECT DISTINCT chain_id, token, holder FROM deltas) h
+          JOIN points p ON p.chain_id = h.chain_id AND p.token = h.token
+          LEFT JOIN deltas d ON d.chain_id = p.chain_id AND d.token = p.token AND d.block_number = p.block_number
+                            AND d.holder = h.holder
+    )
+    SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
+     WHERE g.shares <> 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
+     ORDER BY 1, 2, 3, 4;  -- each checkpoint's rows together, as a batch writes them
+$$;
+COMMENT ON FUNCTION holder_days_fill() IS 'Fill holder_days, holder_marks and the checkpoints from transfer_log where they are empty (an upgrade; the end of a first backfill, which empties them first).';
+REVOKE ALL ON FUNCTION holder_days_fill() FROM PUBLIC;
+SELECT holder_days_fill();
 
 -- ---------------------------------------------------------------------------------------------
 -- Analyst surface: helpers

@@ -55,14 +55,14 @@ STEPS: tuple[Step, ...] = (
             "token_kinds (upgrades in place)",
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
     Step(3, "per-day holder counts (holder_days, holder_marks) and ledger checkpoints (holder_checkpoints, "
-            "checkpoint_shares) kept as the ledger commits, filled from transfer_log on upgrade: holder_history "
-            "and holders_at read them"),
+            "checkpoint_shares) kept as the ledger commits (a first backfill counts them once at its end: bulk_load), "
+            "filled from transfer_log on upgrade: holder_history and holders_at read them"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "fca91f1dee0bab8dc8c76aa5d7f3e626aca162b216986e6769c2a4b24757a9b6"
+SCHEMA_SHA256 = "0e0c545a6a70a55dd6dd5ffd527575e187e13903fe17ed82605e4184dff3e25c"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

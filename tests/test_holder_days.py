@@ -15,8 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from indexer.devnet.deploy import Transactor, World
-from indexer.devnet.simulate import Simulator
+from devnet.deploy import Transactor, World
+from devnet.simulate import Simulator
+from indexer.chain_writer import writer
+from indexer.pipeline import catch_up
+from indexer.store import Store
 from tests.conftest import REPO_ROOT, PgServer, cli, execute
 from tests.custody_desk import ONE, Desk
 
@@ -235,3 +238,48 @@ async def test_a_version_2_database_upgrades_and_fills_holder_days(
         await days_equal_a_recount(old_url)
     finally:
         await execute(pg_server.url, f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+
+
+async def test_a_first_load_counts_days_once_at_its_end(desk: Desk, database_url: str) -> None:
+    """A first backfill leaves the per-day counts and checkpoints to its end (bulk_load); one
+    killed before that end is finished by the next writer's start; a batch that runs while a
+    bulk load is pending skips the upkeep, and the end still counts its moves."""
+    await install_v2_functions_after_migrate(desk, database_url)
+    sim = Simulator(desk.world, seed=11, n_holders=20)
+    next_day(desk)
+    sim.run(blocks=3, moves_per_block=8)
+    next_day(desk)
+    sim.run(blocks=3, moves_per_block=8)
+    first = cli("--log-json", "backfill", config=desk.config)
+    assert first.returncode == 0, first.stderr
+    assert '"holder_days_counted"' in first.stderr  # counted once, at the end
+    assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(0,)]
+    await days_equal_a_recount(database_url)
+    assert await checkpoints_equal_a_replay(database_url) >= 2
+    # A first load killed after some batches: its row stays, and batches meanwhile skip the upkeep.
+    await execute(database_url, "INSERT INTO bulk_load DEFAULT VALUES")
+    next_day(desk)
+    sim.run(blocks=3, moves_per_block=8)
+    days_before = await fetch(database_url, "SELECT count(*) FROM holder_days")
+    await index_without_migrate(desk)
+    assert await fetch(database_url, "SELECT count(*) FROM holder_days") == days_before  # skipped
+    assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(1,)]
+    again = cli("--log-json", "migrate", config=desk.config)  # any writer's start finishes it
+    assert again.returncode == 0 and '"holder_days_counted"' in again.stderr, again.stderr
+    assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(0,)]
+    await days_equal_a_recount(database_url)
+    await checkpoints_equal_a_replay(database_url)
+    later = cli("--log-json", "backfill", config=desk.config)  # nothing pending: nothing counted
+    assert later.returncode == 0 and '"holder_days_counted"' not in later.stderr, later.stderr
+
+
+async def index_without_migrate(desk: Desk) -> None:
+    """The pipeline of a writer whose start did not finish a pending bulk load (one that runs
+    beside the first load, after that load's start)."""
+    settings = desk.settings
+    store = await Store.open(settings.database_url)
+    try:
+        async with writer(settings, settings.chains[0], store) as sync:
+            await catch_up(sync, await sync.target(), lambda _: None)
+    finally:
+        await store.close()
