@@ -94,6 +94,11 @@ async def views_at(chain: Chain, asks: Mapping[Block, Calls], strict: bool = Tru
     return await _plain_batches(chain, asks, strict), {}
 
 
+def plain(chain: Chain) -> bool:
+    """Whether the node refused the reader (it is asked with plain batches)."""
+    return _plain.get(chain, False)
+
+
 class _Refused(Exception):
     """The node does not run the reader (no override support)."""
 
@@ -188,4 +193,4 @@ async def _plain_batches(chain: Chain, asks: Mapping[Block, Calls], strict: bool
     return out
 
 
-__all__ = ["CODE", "HASH_REACH", "READER", "hashes_call", "parse_hashes", "views_at"]
+__all__ = ["CODE", "HASH_REACH", "READER", "hashes_call", "parse_hashes", "plain", "views_at"]

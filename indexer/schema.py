@@ -54,12 +54,14 @@ STEPS: tuple[Step, ...] = (
             "by triggers (holders are balances > 0); a reconcile beside an import waits for it; "
             "token_kinds (upgrades in place)",
          sql="ALTER TABLE backing_flags ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz;"),
+    Step(3, "recent_blocks.block_time may be NULL (a tail block known by its hash alone)",
+         sql="ALTER TABLE recent_blocks ALTER COLUMN block_time DROP NOT NULL;"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "5d0c840b2482ef2252a74eeaa8c2badd31233969acf804f0f68972809df2617c"
+SCHEMA_SHA256 = "2993097c93c25d5542a4d6e21cf6b2dc8308157cb1abf6b76f877ea1816874eb"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

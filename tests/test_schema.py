@@ -86,6 +86,8 @@ async def copy_into_v1(source: str, target: str) -> dict[str, int]:
                 "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
                 "ORDER BY attnum", table)]
             data = await src.fetch(f"SELECT {', '.join(columns)} FROM {table}")
+            if table == "recent_blocks":  # that release read every block's header: no block known by hash alone
+                data = [r for r in data if r["block_time"] is not None]
             await dst.execute(f"DELETE FROM {table}")
             await dst.copy_records_to_table(table, records=[tuple(r.values()) for r in data], columns=columns)
             counts[table] = len(data)
@@ -113,10 +115,10 @@ async def test_previous_release_upgrades_in_place_with_its_data(
         assert refused.returncode == 2 and "run `indexer migrate`" in refused.stderr, refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
         done = cli("migrate", config=config)
-        assert done.returncode == 0 and "applied step 2" in done.stdout, done.stdout + done.stderr
+        assert done.returncode == 0 and "applied step 2, 3" in done.stdout, done.stdout + done.stderr
         for table, n in counts.items():  # every row kept
             assert (await rows(old_url, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == n, table
-        assert [r["version"] for r in await rows(old_url, "SELECT version FROM schema_version")] == [2]
+        assert [r["version"] for r in await rows(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3]
         fresh, upgraded = await rows(database_url, CATALOG), await rows(old_url, CATALOG)
         assert sorted(map(tuple, upgraded)) == sorted(map(tuple, fresh))  # the catalog of a fresh database
         sim.run(blocks=3, moves_per_block=5)  # and it goes on indexing, exactly
