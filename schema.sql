@@ -255,6 +255,347 @@ CREATE INDEX IF NOT EXISTS token_events_token ON token_events (chain_id, token, 
 COMMENT ON TABLE token_events IS 'Every other event of a followed contract: multiplier updates and schedules, role changes, pause, terms, ownership, upgrades, and NewToken from factories. Integer arguments are decimal strings.';
 
 -- ---------------------------------------------------------------------------------------------
+-- Internal: holders per day, kept as the ledger commits
+-- ---------------------------------------------------------------------------------------------
+--
+-- holder_history asks, for every day of a token's life, how many addresses held shares at its
+-- end. Replaying the history per read grows with the database; instead each batch adds its own
+-- days to holder_days in the batch's transaction (holder_days_commit, one set-based statement)
+-- and a rewind puts them back (holder_days_rewind), so a read sums a few hundred rows. Counts
+-- are of shares (shares > 0), never of balances: a multiplier change moves no row here.
+--
+-- A day's joined/exited compare a holder's shares at the start and at the end of the day. A day
+-- can span batches (a live block every few seconds), so holder_marks keeps, per holder, the last
+-- day it moved and its shares when that day began: a later batch on the same day replaces the
+-- holder's contribution to that day instead of adding a second one.
+
+CREATE TABLE IF NOT EXISTS holder_days (
+    chain_id     bigint NOT NULL,
+    token        text NOT NULL,
+    day          date NOT NULL,
+    joined       bigint NOT NULL,
+    exited       bigint NOT NULL,
+    new_holders  bigint NOT NULL,
+    net_shares   numeric(78,0) NOT NULL,
+    PRIMARY KEY (chain_id, token, day)
+);
+COMMENT ON TABLE holder_days IS 'Per token and UTC day with a move: addresses whose shares went from 0 to > 0 (joined) and from > 0 to 0 (exited) over the day, addresses receiving shares for the first time ever (new_holders), and shares minted less burned (net_shares). Written by holder_days_commit in each batch''s transaction, undone by holder_days_rewind; equals holder_days_recount().';
+
+CREATE TABLE IF NOT EXISTS holder_marks (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    holder        text NOT NULL,
+    day           date,
+    day_start     numeric(78,0),
+    first_in      bigint,
+    first_in_day  date,
+    PRIMARY KEY (chain_id, token, holder)
+) WITH (fillfactor = 70);
+COMMENT ON TABLE holder_marks IS 'Per holder: the last UTC day it moved and its shares when that day began (day_start; day NULL when that day is before a rewind''s ancestor day, where no batch can add moves), and its first receipt of shares (block and day; NULL: none yet). What holder_days_commit needs to count a day that spans batches.';
+
+CREATE OR REPLACE FUNCTION holder_days_recount()
+    RETURNS TABLE (chain_id bigint, token text, day date, joined bigint, exited bigint, new_holders bigint,
+                   net_shares numeric)
+    LANGUAGE sql STABLE SET work_mem = '256MB' AS $$
+    WITH moves AS (
+        SELECT l.chain_id, l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
+               bool_or(a.received) AS received
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares, l.shares > 0), (l.from_address, -l.shares, false))
+               AS a(holder, delta, received)
+         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2, 3, 4
+    ), walked AS (
+        SELECT m.*, sum(m.delta) OVER w AS after, count(*) FILTER (WHERE m.received) OVER w AS receipts
+          FROM moves m
+        WINDOW w AS (PARTITION BY m.chain_id, m.token, m.holder ORDER BY m.day)
+    )
+    SELECT w.chain_id, w.token, w.day,
+           count(*) FILTER (WHERE w.after - w.delta <= 0 AND w.after > 0),
+           count(*) FILTER (WHERE w.after - w.delta > 0 AND w.after <= 0),
+           count(*) FILTER (WHERE w.received AND w.receipts = 1),
+           sum(w.delta)
+      FROM walked w
+     GROUP BY w.chain_id, w.token, w.day
+$$;
+COMMENT ON FUNCTION holder_days_recount() IS 'holder_days recomputed from transfer_log alone (a full replay): what the table must equal. Fills it once on an upgrade.';
+
+CREATE OR REPLACE FUNCTION holder_marks_recount()
+    RETURNS TABLE (chain_id bigint, token text, holder text, day date, day_start numeric, first_in bigint,
+                   first_in_day date)
+    LANGUAGE sql STABLE SET work_mem = '256MB' AS $$
+    WITH moves AS (
+        SELECT l.chain_id, l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
+               min(l.block_number) FILTER (WHERE a.received) AS first_in
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares, l.shares > 0), (l.from_address, -l.shares, false))
+               AS a(holder, delta, received)
+         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2, 3, 4
+    )
+    SELECT DISTINCT ON (m.chain_id, m.token, m.holder) m.chain_id, m.token, m.holder, m.day,
+           sum(m.delta) OVER w - m.delta, min(m.first_in) OVER w,
+           min(m.day) FILTER (WHERE m.first_in IS NOT NULL) OVER w
+      FROM moves m
+    WINDOW w AS (PARTITION BY m.chain_id, m.token, m.holder ORDER BY m.day)
+     ORDER BY m.chain_id, m.token, m.holder, m.day DESC
+$$;
+COMMENT ON FUNCTION holder_marks_recount() IS 'holder_marks recomputed from transfer_log alone (every holder''s last day, never NULL).';
+
+
+CREATE OR REPLACE FUNCTION holder_days_commit(p_chain_id bigint, p_tokens text[], p_to bigint) RETURNS void
+    LANGUAGE sql SET jit = off AS $$
+    WITH batch AS (        -- the batch's moves (above each token's synced_block), per holder and day
+        SELECT l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, sum(a.delta) AS delta,
+               min(l.block_number) FILTER (WHERE a.received) AS first_in
+          FROM tokens t
+         CROSS JOIN LATERAL (  -- per token: a range of the primary key, whatever the plan's estimates
+                SELECT * FROM transfer_log r WHERE r.chain_id = t.chain_id AND r.token = t.token
+                   AND r.block_number > t.synced_block AND r.block_number <= p_to OFFSET 0) l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares, l.shares > 0), (l.from_address, -l.shares, false))
+               AS a(holder, delta, received)
+         WHERE t.chain_id = p_chain_id AND t.token = ANY(p_tokens)
+           AND a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY l.token, a.holder, (l.block_time AT TIME ZONE 'UTC')::date
+    ), walked AS (         -- shares before the batch and at the end of each of its days
+        SELECT x.token, x.holder, x.day, x.delta, coalesce(b.shares, 0) AS before_batch,
+               coalesce(b.shares, 0) + sum(x.delta) OVER w AS after,
+               row_number() OVER w AS n, count(*) OVER h AS days,
+               k.day AS mark_day, k.day_start AS mark_start, k.first_in AS known_in,
+               x.first_in, min(x.first_in) OVER h AS batch_in,
+               min(x.day) FILTER (WHERE x.first_in IS NOT NULL) OVER h AS batch_in_day
+          FROM batch x
+          LEFT JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token AND b.holder = x.holder
+          LEFT JOIN holder_marks k ON k.chain_id = p_chain_id AND k.token = x.token AND k.holder = x.holder
+        WINDOW h AS (PARTITION BY x.token, x.holder), w AS (h ORDER BY x.day)
+    ), scored AS (         -- a first day that an earlier batch counted starts where that batch said
+        SELECT w.*, (w.n = 1 AND w.mark_day = w.day) IS TRUE AS again,
+               CASE WHEN w.n = 1 AND w.mark_day = w.day THEN w.mark_start ELSE w.after - w.delta END AS start
+          FROM walked w
+    ), days AS (
+        INSERT INTO holder_days AS d (chain_id, token, day, joined, exited, new_holders, net_shares)
+        SELECT p_chain_id, s.token, s.day,
+               count(*) FILTER (WHERE s.start <= 0 AND s.after > 0)
+                 - count(*) FILTER (WHERE s.again AND s.mark_start <= 0 AND s.before_batch > 0),
+               count(*) FILTER (WHERE s.start > 0 AND s.after <= 0)
+                 - count(*) FILTER (WHERE s.again AND s.mark_start > 0 AND s.before_batch <= 0),
+               count(*) FILTER (WHERE s.known_in IS NULL AND s.first_in = s.batch_in),
+               sum(s.delta)
+          FROM scored s
+         GROUP BY s.token, s.day
+        ON CONFLICT (chain_id, token, day) DO UPDATE
+        SET joined = d.joined + EXCLUDED.joined, exited = d.exited + EXCLUDED.exited,
+            new_holders = d.new_holders + EXCLUDED.new_holders, net_shares = d.net_shares + EXCLUDED.net_shares
+    )
+    INSERT INTO holder_marks AS k (chain_id, token, holder, day, day_start, first_in, first_in_day)
+    SELECT p_chain_id, s.token, s.holder, s.day, s.start, coalesce(s.known_in, s.batch_in),
+           CASE WHEN s.known_in IS NULL THEN s.batch_in_day END
+      FROM scored s
+     WHERE s.n = s.days
+    ON CONFLICT (chain_id, token, holder) DO UPDATE
+    SET day = EXCLUDED.day, day_start = EXCLUDED.day_start,
+        first_in = coalesce(k.first_in, EXCLUDED.first_in), first_in_day = coalesce(k.first_in_day, EXCLUDED.first_in_day)
+    WHERE (k.day, k.day_start) IS DISTINCT FROM (EXCLUDED.day, EXCLUDED.day_start)  -- the same day: nothing to write
+       OR (k.first_in IS NULL AND EXCLUDED.first_in IS NOT NULL)
+$$;
+COMMENT ON FUNCTION holder_days_commit(bigint, text[], bigint) IS 'A batch''s share of holder_days and holder_marks: its moves are the rows of transfer_log above each token''s synced_block up to p_to, read before share_balances and tokens move (the batch calls it between its COPY and its ledger upsert).';
+
+REVOKE ALL ON FUNCTION holder_days_recount(), holder_marks_recount(), holder_days_commit(bigint, text[], bigint)
+    FROM PUBLIC;
+
+-- holders_at(token, block) needs every holder's shares at a block. A checkpoint is the token's
+-- whole ledger (shares <> 0) at the end of a batch, taken in the batch's transaction once the
+-- token has made checkpoint_moves() moves since the last one: holders_at starts from the nearest
+-- of the token's start, a checkpoint and the current ledger, and applies the moves in between
+-- (at most half the spacing), whatever the length of the history.
+
+CREATE TABLE IF NOT EXISTS holder_checkpoints (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    block_number  bigint NOT NULL,
+    moves         bigint NOT NULL,
+    PRIMARY KEY (chain_id, token, block_number)
+);
+COMMENT ON TABLE holder_checkpoints IS 'Blocks at whose end the token''s ledger was copied to checkpoint_shares, with the token''s moves (mints, burns, transfers) up to there. Rows above a rewind''s ancestor are removed with it.';
+
+CREATE TABLE IF NOT EXISTS checkpoint_shares (
+    chain_id      bigint NOT NULL,
+    token         text NOT NULL,
+    block_number  bigint NOT NULL,
+    holder        text NOT NULL,
+    shares        numeric(78,0) NOT NULL,
+    PRIMARY KEY (chain_id, token, block_number, holder)
+);
+COMMENT ON TABLE checkpoint_shares IS 'Shares of every address with shares <> 0 at the end of a holder_checkpoints block (a chain''s ledger has none below 0; kept exact for one that does, such as a synthetic load).';
+
+CREATE OR REPLACE FUNCTION checkpoint_moves() RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN coalesce(nullif(current_setting('xstock_indexer.checkpoint_moves', true), '')::bigint, 250000);
+COMMENT ON FUNCTION checkpoint_moves() IS 'Moves of a token between two checkpoints: 250000, or the setting xstock_indexer.checkpoint_moves (ALTER DATABASE ... SET xstock_indexer.checkpoint_moves = N). Smaller: faster holders_at, more rows kept.';
+
+CREATE OR REPLACE FUNCTION holder_checkpoints_take(p_chain_id bigint, p_tokens text[], p_block bigint) RETURNS void
+    LANGUAGE sql SET jit = off AS $$
+    WITH due AS (
+        SELECT t.token, t.mint_count + t.burn_count + t.transfer_count AS moves
+          FROM tokens t
+         WHERE t.chain_id = p_chain_id AND t.token = ANY(p_tokens)
+           AND t.mint_count + t.burn_count + t.transfer_count
+               - coalesce((SELECT max(c.moves) FROM holder_checkpoints c
+                            WHERE c.chain_id = t.chain_id AND c.token = t.token), 0) >= checkpoint_moves()
+    ), taken AS (
+        INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
+        SELECT p_chain_id, d.token, p_block, d.moves FROM due d
+        RETURNING token
+    )
+    INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
+    SELECT p_chain_id, b.token, p_block, b.holder, b.shares
+      FROM taken x
+      JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token
+     WHERE b.shares <> 0
+$$;
+COMMENT ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) IS 'In a batch, after its ledger upsert: a checkpoint at p_block of each of p_tokens due for one.';
+REVOKE ALL ON FUNCTION holder_checkpoints_take(bigint, text[], bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION holder_days_rewind(p_chain_id bigint, p_block bigint, p_day date, p_tokens text[])
+    RETURNS void LANGUAGE plpgsql SET jit = off AS $$
+-- plpgsql: each statement is planned for its values (a rewind reads a few blocks of a long history).
+DECLARE
+    orphan text;  -- a token whose rows above p_block go
+BEGIN
+    -- Called before the rewind removes anything. Days after p_day go; p_day is recounted from its
+    -- moves up to p_block, with each holder's shares at p_block (now, less the moves above it).
+    DELETE FROM holder_days
+     WHERE chain_id = p_chain_id AND token = ANY(p_tokens) AND day >= p_day;
+    INSERT INTO holder_days (chain_id, token, day, joined, exited, new_holders, net_shares)
+    WITH above AS (
+        SELECT l.token, a.holder, sum(a.delta) AS delta
+          FROM unnest(p_tokens) AS u(token)
+         CROSS JOIN LATERAL (SELECT * FROM transfer_log r WHERE r.chain_id = p_chain_id AND r.token = u.token
+                                AND r.block_number > p_block OFFSET 0) l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE true
+         GROUP BY 1, 2
+    ), on_day AS (
+        SELECT l.token, a.holder, sum(a.delta) AS delta
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE l.chain_id = p_chain_id AND l.token = ANY(p_tokens)
+           AND (l.block_time AT TIME ZONE 'UTC')::date = p_day AND l.block_number <= p_block
+           AND a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2
+    ), walked AS (
+        SELECT d.token, d.delta, b.shares - coalesce(x.delta, 0) AS at_block,
+               k.first_in <= p_block AND k.first_in_day = p_day AS new
+          FROM on_day d
+          JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = d.token AND b.holder = d.holder
+          LEFT JOIN above x ON x.token = d.token AND x.holder = d.holder
+          LEFT JOIN holder_marks k ON k.chain_id = p_chain_id AND k.token = d.token AND k.holder = d.holder
+    )
+    SELECT p_chain_id, w.token, p_day,
+           count(*) FILTER (WHERE w.at_block - w.delta <= 0 AND w.at_block > 0),
+           count(*) FILTER (WHERE w.at_block - w.delta > 0 AND w.at_block <= 0),
+           count(*) FILTER (WHERE w.new), sum(w.delta)
+      FROM walked w
+     GROUP BY w.token;
+    -- The marks of the holders that moved above p_block: p_day's start where they moved on it.
+    WITH above AS (
+        SELECT l.token, a.holder, sum(a.delta) AS delta
+          FROM unnest(p_tokens) AS u(token)
+         CROSS JOIN LATERAL (SELECT * FROM transfer_log r WHERE r.chain_id = p_chain_id AND r.token = u.token
+                                AND r.block_number > p_block OFFSET 0) l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE true
+           AND a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2
+    ), on_day AS (
+        SELECT l.token, a.holder, sum(a.delta) AS delta
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE l.chain_id = p_chain_id AND l.token = ANY(p_tokens)
+           AND (l.block_time AT TIME ZONE 'UTC')::date = p_day AND l.block_number <= p_block
+         GROUP BY 1, 2
+    )
+    UPDATE holder_marks k
+       SET day = CASE WHEN d.holder IS NOT NULL THEN p_day END,
+           day_start = CASE WHEN d.holder IS NOT NULL THEN b.shares - x.delta - d.delta END,
+           first_in = CASE WHEN k.first_in <= p_block THEN k.first_in END,
+           first_in_day = CASE WHEN k.first_in <= p_block THEN k.first_in_day END
+      FROM above x
+      JOIN share_balances b ON b.chain_id = p_chain_id AND b.token = x.token AND b.holder = x.holder
+      LEFT JOIN on_day d ON d.token = x.token AND d.holder = x.holder
+     WHERE k.chain_id = p_chain_id AND k.token = x.token AND k.holder = x.holder;
+    -- Checkpoints above p_block go.
+    FOR orphan IN SELECT c.token FROM holder_checkpoints c WHERE c.chain_id = p_chain_id AND c.block_number > p_block
+                  GROUP BY c.token LOOP
+        DELETE FROM checkpoint_shares c
+         WHERE c.chain_id = p_chain_id AND c.token = orphan AND c.block_number > p_block;
+        DELETE FROM holder_checkpoints c
+         WHERE c.chain_id = p_chain_id AND c.token = orphan AND c.block_number > p_block;
+    END LOOP;
+    -- Tokens announced above p_block by a factory are forgotten whole.
+    FOR orphan IN SELECT t.token FROM tokens t
+                   WHERE t.chain_id = p_chain_id AND t.source LIKE 'factory:%' AND t.start_block > p_block LOOP
+        DELETE FROM holder_days d WHERE d.chain_id = p_chain_id AND d.token = orphan;
+        DELETE FROM holder_marks k WHERE k.chain_id = p_chain_id AND k.token = orphan;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) IS 'Undo holder_days, holder_marks and the checkpoints above block p_block (of UTC day p_day) for p_tokens; part of a rewind, called before it removes the moves.';
+REVOKE ALL ON FUNCTION holder_days_rewind(bigint, bigint, date, text[]) FROM PUBLIC;
+
+-- A first backfill into an empty transfer_log leaves holder_days, holder_marks and the checkpoints
+-- to its end (one recount costs far less than upkeep in every batch): bulk_load has a row
+-- meanwhile. A batch reads that row FOR SHARE before it writes: present, it skips the upkeep;
+-- the end deletes the row (waiting for those batches), empties the tables and fills them again.
+CREATE TABLE IF NOT EXISTS bulk_load (
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    started_by  text NOT NULL DEFAULT current_setting('application_name')
+);
+COMMENT ON TABLE bulk_load IS 'One row while a first backfill defers holder_days, holder_marks and the checkpoints to its end. A row left by a killed backfill is finished by the next writer''s start.';
+
+-- A database from before holder_days and checkpoints, or one loaded in bulk: count once, from
+-- transfer_log. Each table is filled only when empty.
+CREATE OR REPLACE FUNCTION holder_days_fill() RETURNS void LANGUAGE sql SET jit = off AS $$
+    INSERT INTO holder_marks SELECT * FROM holder_marks_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
+    INSERT INTO holder_days SELECT * FROM holder_days_recount() WHERE NOT EXISTS (SELECT 1 FROM holder_days);
+    -- checkpoints at the block of every checkpoint_moves()-th move of each token
+    INSERT INTO holder_checkpoints (chain_id, token, block_number, moves)
+    SELECT x.chain_id, x.token, x.block_number, x.moves
+      FROM (SELECT b.chain_id, b.token, b.block_number, (sum(b.n) OVER w)::bigint AS moves,
+                   (sum(b.n) OVER w)::bigint - b.n AS before
+              FROM (SELECT l.chain_id, l.token, l.block_number, count(*) AS n FROM transfer_log l GROUP BY 1, 2, 3) b
+            WINDOW w AS (PARTITION BY b.chain_id, b.token ORDER BY b.block_number)) x
+     WHERE x.moves / checkpoint_moves() > x.before / checkpoint_moves()
+       AND NOT EXISTS (SELECT 1 FROM holder_checkpoints);
+    INSERT INTO checkpoint_shares (chain_id, token, block_number, holder, shares)
+    WITH points AS (
+        SELECT c.chain_id, c.token, c.block_number,
+               lag(c.block_number) OVER (PARTITION BY c.chain_id, c.token ORDER BY c.block_number) AS previous
+          FROM holder_checkpoints c
+    ), deltas AS (         -- per checkpoint: each holder's moves since the previous one
+        SELECT p.chain_id, p.token, p.block_number, a.holder, sum(a.delta) AS delta
+          FROM points p
+          JOIN transfer_log l ON l.chain_id = p.chain_id AND l.token = p.token
+                             AND l.block_number > coalesce(p.previous, -1) AND l.block_number <= p.block_number
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY 1, 2, 3, 4
+    ), grid AS (           -- every holder at every checkpoint: the running sum of those moves
+        SELECT p.chain_id, p.token, p.block_number, h.holder,
+               sum(coalesce(d.delta, 0)) OVER (PARTITION BY p.chain_id, p.token, h.holder ORDER BY p.block_number) AS shares
+          FROM (SELECT DISTINCT chain_id, token, holder FROM deltas) h
+          JOIN points p ON p.chain_id = h.chain_id AND p.token = h.token
+          LEFT JOIN deltas d ON d.chain_id = p.chain_id AND d.token = p.token AND d.block_number = p.block_number
+                            AND d.holder = h.holder
+    )
+    SELECT g.chain_id, g.token, g.block_number, g.holder, g.shares FROM grid g
+     WHERE g.shares <> 0 AND NOT EXISTS (SELECT 1 FROM checkpoint_shares)
+     ORDER BY 1, 2, 3, 4;  -- each checkpoint's rows together, as a batch writes them
+$$;
+COMMENT ON FUNCTION holder_days_fill() IS 'Fill holder_days, holder_marks and the checkpoints from transfer_log where they are empty (an upgrade; the end of a first backfill, which empties them first).';
+REVOKE ALL ON FUNCTION holder_days_fill() FROM PUBLIC;
+SELECT holder_days_fill();
+
+-- ---------------------------------------------------------------------------------------------
 -- Analyst surface: helpers
 -- ---------------------------------------------------------------------------------------------
 
@@ -1037,8 +1378,8 @@ COMMENT ON COLUMN backing_conditions.details IS 'Evidence, as stored in backing_
 -- - Filter by symbol (or chain_id and token): every grouping and window below partitions by
 --   chain_id, token and symbol, so such a filter reaches the tables before any aggregation.
 -- - Filter by day (UTC): transfer_log has an index per token and UTC day, which a filter on
---   transfers.day or daily_activity.day uses. The views whose rows depend on the whole history
---   (holder_history, holders_at far from both ends) say what they cost.
+--   transfers.day or daily_activity.day uses. holder_history reads per-day changes kept as the
+--   ledger commits (holder_days); holders_at says what it costs.
 
 CREATE INDEX IF NOT EXISTS transfer_log_day ON transfer_log (chain_id, token, ((block_time AT TIME ZONE 'UTC')::date));
 COMMENT ON INDEX transfer_log_day IS 'Moves of one token by UTC day: daily_activity, transfers.day, block_at_time and holder_history_from use it. Equal keys are stored once (deduplicated): about 7 bytes a row.';
@@ -1090,16 +1431,12 @@ COMMENT ON COLUMN daily_activity.last_block IS 'Last block of the day with a mov
 CREATE OR REPLACE FUNCTION holder_history_from(p_chain_id bigint, p_token text, p_from date)
     RETURNS TABLE (day date, holder_count bigint, new_holders bigint, joined bigint, exited bigint,
                    total_shares numeric, multiplier numeric, total_supply_raw numeric, total_supply numeric)
-    LANGUAGE plpgsql STABLE
-    -- One sort by (holder, day) serves the aggregation and the windows (the planner cannot see how
-    -- many holder-days there are, and would hash then sort); JIT costs more than it saves here.
-    SET work_mem = '128MB' SET enable_hashagg = off SET jit = off AS $$
+    LANGUAGE plpgsql STABLE AS $$
 DECLARE
     tok tokens%ROWTYPE;
     holders_now bigint;
     first_day date;
     last_day date;
-    from_block bigint;
 BEGIN
     SELECT * INTO tok FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token);
     IF NOT FOUND THEN
@@ -1108,79 +1445,35 @@ BEGIN
     SELECT coalesce(max(h.holders), 0) INTO holders_now FROM holder_counts h  -- shares > 0, kept by triggers
      WHERE h.chain_id = tok.chain_id AND h.token = tok.token;
     SELECT (k.block_time AT TIME ZONE 'UTC')::date INTO last_day FROM cursors k WHERE k.chain_id = tok.chain_id;
-    SELECT (l.block_time AT TIME ZONE 'UTC')::date INTO first_day FROM transfer_log l
-     WHERE l.chain_id = tok.chain_id AND l.token = tok.token
-     ORDER BY (l.block_time AT TIME ZONE 'UTC')::date LIMIT 1;
+    SELECT min(d.day) INTO first_day FROM holder_days d WHERE d.chain_id = tok.chain_id AND d.token = tok.token;
     first_day := greatest(first_day, p_from);
-    SELECT l.block_number INTO from_block FROM transfer_log l
-     WHERE l.chain_id = tok.chain_id AND l.token = tok.token AND (l.block_time AT TIME ZONE 'UTC')::date >= first_day
-     ORDER BY (l.block_time AT TIME ZONE 'UTC')::date, l.block_number LIMIT 1;
-    -- Walk back from the current ledger: a holder's shares at the end of day D are its shares now
-    -- less its moves after D, so only the days asked for are read. Addresses sort as bytes.
-    RETURN QUERY EXECUTE $q$
-    WITH moves AS (        -- net shares per holder and day since first_day; did it receive any?
-        SELECT a.holder COLLATE "C" AS holder, a.day, sum(a.delta) AS delta, bool_or(a.delta > 0) AS received
-          FROM (SELECT l.to_address AS holder, (l.block_time AT TIME ZONE 'UTC')::date AS day, l.shares AS delta
-                  FROM transfer_log l
-                 WHERE l.chain_id = $1 AND l.token = $2 AND (l.block_time AT TIME ZONE 'UTC')::date >= $3
-                UNION ALL
-                SELECT l.from_address, (l.block_time AT TIME ZONE 'UTC')::date, -l.shares
-                  FROM transfer_log l
-                 WHERE l.chain_id = $1 AND l.token = $2 AND (l.block_time AT TIME ZONE 'UTC')::date >= $3) a
-         WHERE a.holder <> '0x0000000000000000000000000000000000000000'
-         GROUP BY a.holder COLLATE "C", a.day
-    ), sums AS (           -- per holder: moves up to each day, all moves since first_day, receiving days
-        SELECT m.*, sum(m.delta) OVER upto AS upto, sum(m.delta) OVER whole AS whole,
-               count(*) FILTER (WHERE m.received) OVER upto AS receiving_days
-          FROM moves m
-        WINDOW whole AS (PARTITION BY m.holder), upto AS (PARTITION BY m.holder ORDER BY m.day)
-    ), walked AS (         -- shares at the end of each of those days: shares now less the moves after
-        SELECT s.day, s.delta, s.received, s.receiving_days, s.holder COLLATE "default" AS holder,
-               b.shares - s.whole + s.upto AS after
-          FROM sums s
-          JOIN share_balances b ON b.chain_id = $1 AND b.token = $2 AND b.holder = s.holder COLLATE "default"
-    ), changes AS (        -- per day: holders in and out, shares in and out
-        SELECT w.day,
-               count(*) FILTER (WHERE w.after - w.delta <= 0 AND w.after > 0) AS joined,
-               count(*) FILTER (WHERE w.after - w.delta > 0 AND w.after <= 0) AS exited,
-               sum(w.delta) AS net_shares
-          FROM walked w
-         GROUP BY w.day
-    ), newcomers AS (      -- first receipt since first_day, and none before it
-        SELECT w.day, count(*) AS new_holders
-          FROM walked w
-         WHERE w.received AND w.receiving_days = 1
-           AND NOT EXISTS (SELECT 1 FROM transfer_log e
-                            WHERE e.chain_id = $1 AND e.token = $2 AND e.to_address = w.holder
-                              AND e.block_number < $4 AND e.shares > 0)
-         GROUP BY w.day
-    ), totals AS (
+    -- Walk back from the current ledger through the per-day changes the batches kept
+    -- (holder_days): a few hundred rows a year, whatever the number of moves.
+    RETURN QUERY
+    WITH totals AS (
         SELECT g.day::date AS day,
-               ($5 - coalesce(sum(c.joined - c.exited) OVER later, 0))::bigint AS holder_count,
-               coalesce(n.new_holders, 0) AS new_holders, coalesce(c.joined, 0) AS joined,
-               coalesce(c.exited, 0) AS exited, $6 - coalesce(sum(c.net_shares) OVER later, 0) AS total_shares
-          FROM generate_series($3::timestamp, $7::timestamp, interval '1 day') AS g(day)
-          LEFT JOIN changes c ON c.day = g.day::date
-          LEFT JOIN newcomers n ON n.day = g.day::date
+               (holders_now - coalesce(sum(c.joined - c.exited) OVER later, 0))::bigint AS holder_count,
+               coalesce(c.new_holders, 0) AS new_holders, coalesce(c.joined, 0) AS joined,
+               coalesce(c.exited, 0) AS exited, tok.total_shares - coalesce(sum(c.net_shares) OVER later, 0) AS shares
+          FROM generate_series(first_day::timestamp, last_day::timestamp, interval '1 day') AS g(day)
+          LEFT JOIN holder_days c ON c.chain_id = tok.chain_id AND c.token = tok.token AND c.day = g.day::date
         WINDOW later AS (ORDER BY g.day DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
     )
-    SELECT o.day, o.holder_count, o.new_holders, o.joined, o.exited, o.total_shares, o.m,
-           apply_multiplier(o.total_shares, o.m), to_units(apply_multiplier(o.total_shares, o.m), $8)
-      FROM (SELECT x.*, multiplier_at_time($1, $2, (x.day + 1)::timestamp AT TIME ZONE 'UTC' - interval '1 microsecond')
-                        AS m
+    SELECT o.day, o.holder_count, o.new_holders, o.joined, o.exited, o.shares, o.m,
+           apply_multiplier(o.shares, o.m), to_units(apply_multiplier(o.shares, o.m), tok.decimals)
+      FROM (SELECT x.*, multiplier_at_time(tok.chain_id, tok.token,
+                                           (x.day + 1)::timestamp AT TIME ZONE 'UTC' - interval '1 microsecond') AS m
               FROM totals x) o
-     ORDER BY o.day
-    $q$ USING tok.chain_id, tok.token, first_day, coalesce(from_block, 0), holders_now, tok.total_shares, last_day,
-              tok.decimals;
+     ORDER BY o.day;
 END $$;
-COMMENT ON FUNCTION holder_history_from(bigint, text, date) IS 'holder_history of one token from day p_from (NULL: its first move) to the indexed block, one row per UTC day. It reads only the moves from p_from on, walking back from the current ledger: the way to ask for recent days of a busy token.';
+COMMENT ON FUNCTION holder_history_from(bigint, text, date) IS 'holder_history of one token from day p_from (NULL: its first move) to the indexed block, one row per UTC day. Reads the per-day changes the ledger keeps (holder_days), walking back from the current ledger: its cost is the number of days, not of moves.';
 
 CREATE OR REPLACE VIEW holder_history AS
 SELECT t.chain_id, t.token, t.symbol, h.day, h.holder_count, h.new_holders, h.joined, h.exited, h.total_shares,
        h.multiplier, h.total_supply_raw, h.total_supply
   FROM tokens t
  CROSS JOIN LATERAL holder_history_from(t.chain_id, t.token, NULL) AS h;
-COMMENT ON VIEW holder_history IS 'Per token and UTC day, from the token''s first move to the indexed block: holders and supply at the end of the day (days without moves included). Each read replays the whole history of the tokens it selects (per-holder running balances): filter by symbol (or chain_id, token), and for recent days of a busy token call holder_history_from(chain_id, token, first_day), which reads only those days. A filter on day here does not make it cheaper.';
+COMMENT ON VIEW holder_history IS 'Per token and UTC day, from the token''s first move to the indexed block: holders and supply at the end of the day (days without moves included). Read from the per-day changes kept as the ledger commits (holder_days): a few hundred rows per token and year, whatever the number of moves. Filter by symbol (or chain_id, token); holder_history_from(chain_id, token, first_day) gives the days from first_day on.';
 COMMENT ON COLUMN holder_history.chain_id IS 'EVM chain id.';
 COMMENT ON COLUMN holder_history.token IS 'Token contract address.';
 COMMENT ON COLUMN holder_history.symbol IS 'Token symbol, e.g. TSLAx.';
@@ -1274,11 +1567,16 @@ COMMENT ON COLUMN indexer_progress.tokens IS 'Tokens followed on the chain.';
 
 CREATE OR REPLACE FUNCTION holders_at(p_chain_id bigint, p_token text, p_block bigint)
     RETURNS TABLE (holder text, shares numeric, balance_raw numeric, balance numeric)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE
+    -- A few hundred thousand moves aggregated by holder: in memory, and too short a query for JIT.
+    SET work_mem = '64MB' SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     tok tokens%ROWTYPE;
     m numeric;
+    anchor bigint;
+    src text := 'start';
+    point bigint;
 BEGIN
     SELECT * INTO tok FROM tokens t WHERE t.chain_id = p_chain_id AND t.token = lower(p_token);
     IF NOT FOUND THEN
@@ -1289,36 +1587,42 @@ BEGIN
             p_block, tok.synced_block, tok.symbol, p_chain_id;
     END IF;
     m := multiplier_at(p_chain_id, tok.token, p_block);
-    -- Read the shorter side of history: the moves up to p_block, or the current ledger less
-    -- the moves after p_block (every address that ever received has a share_balances row).
-    IF tok.synced_block - p_block < p_block - tok.start_block THEN
-        RETURN QUERY
-        WITH later AS (
-            SELECT a.holder, sum(a.delta) AS delta
-              FROM transfer_log l
-             CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-             WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number > p_block
-             GROUP BY a.holder
-        )
-        SELECT b.holder, b.shares - coalesce(x.delta, 0), apply_multiplier(b.shares - coalesce(x.delta, 0), m),
-               to_units(apply_multiplier(b.shares - coalesce(x.delta, 0), m), tok.decimals)
-          FROM share_balances b
-          LEFT JOIN later x ON x.holder = b.holder
-         WHERE b.chain_id = p_chain_id AND b.token = tok.token
-           AND b.shares - coalesce(x.delta, 0) > 0 AND b.shares - coalesce(x.delta, 0) >= holder_threshold(m);
-    ELSE
-        RETURN QUERY
-        SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
-          FROM (SELECT a.holder, sum(a.delta) AS shares
-                  FROM transfer_log l
-                 CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
-                 WHERE l.chain_id = p_chain_id AND l.token = tok.token AND l.block_number <= p_block
-                   AND a.holder <> '0x0000000000000000000000000000000000000000'
-                 GROUP BY a.holder) h
-         WHERE h.shares > 0 AND h.shares >= holder_threshold(m);
+    -- Start from the nearest known ledger: none before the token's start, a checkpoint, or the
+    -- current one; then apply the moves between it and p_block (forward or backward).
+    anchor := least(tok.start_block - 1, p_block);
+    SELECT c.block_number INTO point FROM holder_checkpoints c
+     WHERE c.chain_id = p_chain_id AND c.token = tok.token ORDER BY abs(c.block_number - p_block) LIMIT 1;
+    IF point IS NOT NULL AND abs(point - p_block) < p_block - anchor THEN
+        anchor := point;
+        src := 'checkpoint';
     END IF;
+    IF tok.synced_block - p_block < abs(anchor - p_block) THEN
+        anchor := tok.synced_block;
+        src := 'ledger';
+    END IF;
+    RETURN QUERY
+    WITH moved AS (
+        SELECT a.holder, sum(a.delta) AS delta
+          FROM transfer_log l
+         CROSS JOIN LATERAL (VALUES (l.to_address, l.shares), (l.from_address, -l.shares)) AS a(holder, delta)
+         WHERE l.chain_id = p_chain_id AND l.token = tok.token
+           AND l.block_number > least(anchor, p_block) AND l.block_number <= greatest(anchor, p_block)
+           AND a.holder <> '0x0000000000000000000000000000000000000000'
+         GROUP BY a.holder
+    ), known AS (
+        SELECT c.holder, c.shares FROM checkpoint_shares c
+         WHERE src = 'checkpoint' AND c.chain_id = p_chain_id AND c.token = tok.token AND c.block_number = anchor
+        UNION ALL
+        SELECT b.holder, b.shares FROM share_balances b
+         WHERE src = 'ledger' AND b.chain_id = p_chain_id AND b.token = tok.token AND b.shares <> 0
+    )
+    SELECT h.holder, h.shares, apply_multiplier(h.shares, m), to_units(apply_multiplier(h.shares, m), tok.decimals)
+      FROM (SELECT coalesce(k.holder, x.holder) AS holder,
+                   coalesce(k.shares, 0) + coalesce(CASE WHEN anchor < p_block THEN x.delta ELSE -x.delta END, 0) AS shares
+              FROM known k FULL JOIN moved x ON x.holder = k.holder) h
+     WHERE h.shares > 0 AND h.shares >= holder_threshold(m);
 END $$;
-COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with balance > 0 (dust shares worth less than one base unit left out); balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Reads the moves before or after p_block, whichever side is shorter. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
+COMMENT ON FUNCTION holders_at(bigint, text, bigint) IS 'Holders of a token at the end of block p_block: (holder, shares, balance_raw, balance) for every address with balance > 0 (dust shares worth less than one base unit left out); balance_raw equals balanceOf(holder) at that block, silent multiplier activations included. Starts from the nearest of the token''s start, a checkpoint (holder_checkpoints) and the current ledger, and reads only the moves between it and p_block. Raises an error past the indexed block. Order by balance_raw DESC for a ranking.';
 
 CREATE OR REPLACE FUNCTION block_at_time(p_chain_id bigint, p_token text, p_at timestamptz) RETURNS bigint
     LANGUAGE sql STABLE AS $$

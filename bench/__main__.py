@@ -10,6 +10,15 @@ if sys.argv[1:2] == ["remote"]:  # `python -m bench remote ...`: through a remot
 
     raise SystemExit(remote_main(sys.argv[2:]))
 
+if sys.argv[1:2] == ["analyst"]:  # `python -m bench analyst ...`: the analyst queries on 10M transfers
+    import asyncio
+
+    from .analyst_bench import main as analyst_main
+    from .analyst_bench import parse_args as analyst_args
+
+    asyncio.run(analyst_main(analyst_args(sys.argv[2:])))
+    raise SystemExit(0)
+
 from .cli import main
 
 raise SystemExit(main())

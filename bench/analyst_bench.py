@@ -14,6 +14,8 @@
 2. queries every ```sql block of docs/queries.md, twice, under EXPLAIN (ANALYZE, BUFFERS): the
            time of each run, the scans of transfer_log in the plan, and whether any of them is
            a sequential scan.
+   flat    holder_history, holders_at in the middle of the history and top holders, each
+           against its target (500, 500 and 100 ms): what must not grow with the database.
 3. copy    the write cost of the indexes: COPY of `--copy-rows` rows (the indexer's own COPY
            text format) into a transfer_log that already holds 1M rows, with the primary key
            only, with each extra index, and with all of them.
@@ -217,6 +219,9 @@ async def load(conn: asyncpg.Connection, rows: int) -> dict[str, Any]:
         await conn.execute(statement)
     out["derived_s"] = round(time.monotonic() - t0, 1)
     t0 = time.monotonic()
+    await conn.execute(schema_sql())  # fills holder_days and the checkpoints, as an upgrade does
+    out["history_fill_s"] = round(time.monotonic() - t0, 1)
+    t0 = time.monotonic()
     await conn.execute("VACUUM (ANALYZE)")
     out["vacuum_analyze_s"] = round(time.monotonic() - t0, 1)
     await conn.execute("RESET work_mem; RESET maintenance_work_mem")  # the queries run with the server's settings
@@ -304,6 +309,34 @@ async def run_queries(conn: asyncpg.Connection, queries: list[tuple[str, str]]) 
                     "ms": round(doc["Execution Time"], 1), "planning_ms": round(doc["Planning Time"], 1),
                     "rows": doc["Plan"].get("Actual Rows"), **describe(doc["Plan"], seq_scans, index_scans)})
         print(f"  {out[-1]['ms']:>9.1f} ms  {title}", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------- flat cost
+
+# (name, target ms, SQL): what must not grow with the database. {mid} is the middle block of
+# TSLAx's history on Ethereum, the farthest from both the start and the current ledger.
+FLAT = (
+    ("holder_history (TSLAx, every day)", 500.0, "SELECT * FROM holder_history WHERE symbol = 'TSLAx'"),
+    ("holders_at mid-history (TSLAx, Ethereum)", 500.0,
+     "SELECT * FROM holders_at(1, '0x8ad3c73f833d3f9a523ab01476625f269aeb7cf0', {mid})"),
+    ("top holders (TSLAx, rank <= 20)", 100.0,
+     "SELECT chain_id, rank, holder, balance FROM top_holders WHERE symbol = 'TSLAx' AND rank <= 20 "
+     "ORDER BY chain_id, rank, holder"),
+)
+
+
+async def flat_cost(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    mid = await conn.fetchval("SELECT (start_block + synced_block) / 2 FROM tokens WHERE chain_id = 1 "
+                              "AND token = '0x8ad3c73f833d3f9a523ab01476625f269aeb7cf0'")
+    out = []
+    for name, target, sql in FLAT:
+        first, _, _ = await explain(conn, sql.format(mid=mid))
+        doc, _, _ = await explain(conn, sql.format(mid=mid))
+        ms = round(doc["Execution Time"], 1)
+        out.append({"question": name, "target_ms": target, "ms": ms, "first_ms": round(first["Execution Time"], 1),
+                    "rows": doc["Plan"].get("Actual Rows"), "met": ms <= target})
+        print(f"  {ms:>9.1f} ms  (target {target:.0f})  {name}", flush=True)
     return out
 
 
@@ -406,6 +439,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "load": loaded, "sizes": await sizes(conn)}
         print("queries of docs/queries.md (EXPLAIN ANALYZE, second run)", flush=True)
         result["queries"] = await run_queries(conn, docs_queries(Path(args.docs)))
+        print("flat cost: the history questions against their targets (EXPLAIN ANALYZE, second run)", flush=True)
+        result["flat"] = await flat_cost(conn)
         if args.copy_rows:
             print("COPY cost of the indexes", flush=True)
             result["copy"] = await copy_cost(conn, args.copy_rows)
@@ -427,6 +462,9 @@ def print_table(result: dict[str, Any]) -> None:
         scans += f" [transfer_log scans: {q['transfer_log_index_scans']} index, {q['transfer_log_seq_scans']} seq]"
         print(f"{q['ms']:>9.1f} {q['first_ms']:>9.1f}  {'YES' if q['seq_scan_transfer_log'] else 'no':<8}  "
               f"{q['question']}\n{'':>30}{scans}")
+    for q in result.get("flat", []):
+        print(f"{q['ms']:>9.1f} {q['first_ms']:>9.1f}  {'met' if q['met'] else 'MISSED':<8}  "
+              f"{q['question']} (target {q['target_ms']:.0f} ms)")
     for label, seconds in result.get("copy", {}).get("seconds", {}).items():
         print(f"COPY {result['copy']['copy_rows']:,} rows, {label}: {seconds} s")
 

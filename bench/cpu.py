@@ -15,6 +15,7 @@ import resource
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import psutil
 
@@ -154,3 +155,27 @@ class Sampler:
                 busy = (b[name] - a[name]) / (t1 - t0) if name in a and name in b else 0.0
                 out[name].append(round(max(0.0, busy), 2))
         return out
+
+
+# Commands whose start-up `make bench` reports: argument parsing alone, a read-only command on
+# the indexed database, and a backfill with nothing left to do (connect, lock, check, exit).
+STARTUP_COMMANDS: tuple[tuple[str, ...], ...] = (("--help",), ("status",), ("backfill",))
+STARTUP_TARGET_S = 0.3
+
+
+def startup(config: Path, workdir: Path, runs: int = 3) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds of whole `indexer` commands (through bench.launch, as a user runs
+    them), the fastest of `runs` each: what a command costs before it does any work."""
+    from .runner import run  # the runner's subprocess machinery, only when measuring
+
+    out: dict[str, dict[str, float]] = {}
+    for args in STARTUP_COMMANDS:
+        best: dict[str, float] | None = None
+        for i in range(runs):
+            done = run(config, *args, workdir=workdir, timeout=120.0, name=f"startup-{args[0].strip('-')}-{i}")
+            done.check(0)
+            if best is None or done.seconds < best["wall_s"]:
+                best = {"wall_s": round(done.seconds, 3), "cpu_s": round(done.cpu_s, 3)}
+        assert best is not None
+        out[" ".join(args)] = best | {"target_s": STARTUP_TARGET_S}
+    return out

@@ -114,6 +114,8 @@ async def run(opts: Options) -> dict[str, Any]:
         if backfill["logs"] != getlogs["logs"]:
             raise RuntimeError(f"the backfill read {backfill['logs']} logs, the raw client {getlogs['logs']}")
         result["verify"] = _verify(env, config, "verify")
+        say("start-up of commands")
+        result["startup"] = cpu.startup(config, env.workdir)
         result["workload"] |= {"logs": getlogs["logs"], **await _holders(db)}
         say("raw COPY ceiling")
         copy = await _copy(env, db)

@@ -122,6 +122,39 @@ def _cpu_rows(b: dict[str, Any]) -> list[Row]:
     return rows
 
 
+ZERO_COST_TARGET = 0.7  # backfill logs/s over what an indexer costing no CPU could reach
+
+
+def per_log_us(b: dict[str, Any]) -> float | None:
+    """The indexer process's CPU (user + system, start-up included) per log, in microseconds."""
+    seconds = b.get("cpu_s", {}).get("indexer")
+    return round(seconds / b["logs"] * 1e6, 2) if seconds is not None and b.get("logs") else None
+
+
+def vs_zero_cost(r: dict[str, Any]) -> float | None:
+    """Backfill logs/s over the zero-cost bound: the eth_getLogs ceiling, or less when anvil and
+    PostgreSQL alone could not go that fast on these cores (free_indexer_vs_getlogs < 1)."""
+    q = r.get("ratios", {})
+    ratio, free = q.get("backfill_vs_getlogs"), q.get("free_indexer_vs_getlogs")
+    return round(ratio / min(1.0, free), 3) if ratio is not None and free else None
+
+
+def _own_cost_rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if "backfill" in r:
+        b, zero = r["backfill"], vs_zero_cost(r)
+        out.append(("own cost", "indexer CPU per log",
+                    f"{_n(per_log_us(b), 2)} us (process CPU {b['cpu_s']['indexer']} s over {_n(b['logs'])} logs, "
+                    f"start-up included)"))
+        met = "met" if zero is not None and zero >= ZERO_COST_TARGET else "NOT met"
+        out.append(("own cost", "backfill / zero-cost bound", f"{zero} (target >= {ZERO_COST_TARGET}: {met})"))
+    for command, s in r.get("startup", {}).items():
+        met = "met" if s["wall_s"] < s["target_s"] else "NOT met"
+        out.append(("own cost", f"start-up: indexer {command}",
+                    f"{s['wall_s']} s wall, {s['cpu_s']} s CPU, whole command (target < {s['target_s']} s: {met})"))
+    return out
+
+
 def rows(r: dict[str, Any]) -> list[Row]:
     w, m = r["workload"], r["machine"]
     per_token = ", ".join(f"{k} {v:,}" for k, v in w.get("holders_by_token", {}).items())
@@ -166,6 +199,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
              f"doing this run's work on these cores)"),
         ]
         out += _cpu_rows(b) + _timeline_rows(b)
+    out += _own_cost_rows(r)
     if "rss_vs_baseline" in r:
         x = r["rss_vs_baseline"]
         out.append(("ratio", f"peak RSS / {size_label(x['baseline_transfers'])}",

@@ -11,10 +11,9 @@ backfill at once (NodeBehind, exit 4).
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from . import logconfig
+from . import first_load, logconfig
 from .chain_writer import writer
 from .config import ChainConfig, Settings
 from .errors import InputError
@@ -41,15 +40,13 @@ async def backfill(
         if from_block is not None:
             for cfg in chains:
                 await check_from_block(settings, cfg, store, from_block)
-        deferred = await store.defer_indexes()
+        first = await first_load.begin(store)
         try:
             return list(await asyncio.gather(*(
                 _backfill_chain(settings, cfg, store, from_block, to_block) for cfg in chains)))
         finally:
-            if deferred:
-                started = time.perf_counter()
-                await store.build_indexes()
-                log.info("indexes_built", seconds=round(time.perf_counter() - started, 3))
+            if first:  # also after a failure: what was committed gets its indexes and counts
+                await first_load.finish(store)
     finally:
         await store.close()
 

@@ -2,9 +2,10 @@
 inside their transaction.
 
 A batch: check the cursor it expects to move from (a batch already committed is a no-op; a
-cursor moved by someone else is Fatal), COPY its transfers (text format), upsert the share ledger
-in one set-based statement, update token counters, multipliers and synced blocks, store the
-block hashes of the reorg-reachable tail and move the cursor. A rewind undoes every block above
+cursor moved by someone else is Fatal), COPY its transfers (text format), add their days to the
+per-day holder counts (holder_days), upsert the share ledger in one set-based statement, update
+token counters, multipliers and synced blocks, store the block hashes of the reorg-reachable tail
+and move the cursor. A rewind undoes every block above
 an ancestor from transfer_log itself, so the ledger after it equals the ledger never written.
 """
 
@@ -111,11 +112,14 @@ async def write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
             return False
         if synced != b.expect_synced:
             raise Fatal(f"tokens of chain {chain_id} moved under us: expected block {b.expect_synced}, found {synced}")
+    upkeep = not await in_bulk(conn)
     if b.new_tokens:
         await insert_tokens(conn, b.new_tokens)
     if b.transfers:
         await conn.copy_to_table("transfer_log", source=io.BytesIO(copy_text(chain_id, b.transfers)),
                                  columns=TRANSFER_COLUMNS, format="text")
+    if b.transfers and upkeep:  # per-day holder counts (schema.sql): before the ledger and synced_block move
+        await conn.execute("SELECT holder_days_commit($1, $2, $3)", chain_id, list(b.synced_tokens), b.synced_block)
     if b.events:
         await conn.executemany(
             """INSERT INTO token_events (chain_id, token, block_number, block_time, tx_hash, log_index, event, args)
@@ -123,6 +127,9 @@ async def write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
             [(chain_id, e.token, e.block_number, ts(e.block_time), e.tx_hash, e.log_index, e.name,
               orjson.dumps(e.args).decode()) for e in b.events])
     await apply_ledger(conn, chain_id, b.ledger)
+    if b.transfers and upkeep:  # a copy of the ledger every so many moves, for holders_at (schema.sql)
+        await conn.execute("SELECT holder_checkpoints_take($1, $2, $3)",
+                           chain_id, list(b.synced_tokens), b.synced_block)
     for token, block, before, after in b.kind_changes:  # an upgrade in place (upgrades.py)
         await conn.execute(
             """INSERT INTO token_kinds (chain_id, token, block_number, kind_before, kind) VALUES ($1,$2,$3,$4,$5)
@@ -196,6 +203,9 @@ async def apply_ledger(conn: asyncpg.Connection, chain_id: int, ledger: LedgerBa
 async def rewind_to(conn: asyncpg.Connection, chain_id: int, ancestor: Cursor, tokens: list[str]) -> int:
     a = ancestor.block_number
     zero = "0x" + "00" * 20
+    if not await in_bulk(conn):
+        await conn.execute("SELECT holder_days_rewind($1, $2, ($3::timestamptz AT TIME ZONE 'UTC')::date, $4)",
+                           chain_id, a, ts(ancestor.block_time), tokens)
     await conn.execute(
         """WITH moved AS (
                SELECT token, holder, sum(delta) AS delta FROM (
@@ -257,3 +267,20 @@ async def rewind_to(conn: asyncpg.Connection, chain_id: int, ancestor: Cursor, t
         "UPDATE cursors SET block_number = $2, block_hash = $3, block_time = $4, updated_at = now() "
         "WHERE chain_id = $1", chain_id, a, ancestor.block_hash, ts(ancestor.block_time))
     return int(removed or 0)
+
+
+async def in_bulk(conn: asyncpg.Connection) -> bool:
+    """A first backfill defers the per-day counts and checkpoints (table bulk_load, schema.sql).
+    The row's share lock holds :func:`finish_bulk` off until this transaction ends, so whatever
+    it writes is in the recount."""
+    return bool(await conn.fetchval("SELECT true FROM bulk_load FOR SHARE"))
+
+
+async def finish_bulk(conn: asyncpg.Connection) -> bool:
+    """The end of a bulk load (or of a killed one): count once, from transfer_log. False when
+    no bulk load was pending."""
+    if not await conn.fetchval("WITH gone AS (DELETE FROM bulk_load RETURNING 1) SELECT count(*) > 0 FROM gone"):
+        return False
+    await conn.execute("DELETE FROM checkpoint_shares; DELETE FROM holder_checkpoints; DELETE FROM holder_marks; "
+                       "DELETE FROM holder_days; SELECT holder_days_fill()")
+    return True

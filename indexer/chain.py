@@ -28,11 +28,11 @@ from .errors import (
     mask_url,
     mask_urls_in,
 )
-from .models import Header, RawLog, Wire
+from .models import Header, Wire
 from .ranges import RangeSizer, suggested_end
 from .rpc import Rpc, _result
 
-__all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "parse_log", "watch_heads"]
+__all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "watch_heads"]
 
 log = logconfig.get("chain")
 
@@ -53,20 +53,6 @@ def parse_header(raw: Any, number: int) -> Header:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise RpcUnavailable(f"block {number}: malformed header") from None
-
-
-def parse_log(raw: dict[str, Any]) -> RawLog:
-    ts = raw.get("blockTimestamp")
-    return RawLog(
-        raw["address"].lower(),
-        tuple([t.lower() for t in raw["topics"]]),
-        raw["data"],
-        int(raw["blockNumber"], 16),
-        raw["blockHash"].lower(),
-        int(ts, 16) if ts else None,
-        raw["transactionHash"].lower(),
-        int(raw["logIndex"], 16),
-    )
 
 
 class Chain:
@@ -181,11 +167,14 @@ def _logs_params(addresses: Sequence[str], topics0: Sequence[str], from_block: i
 
 
 def _clean(raws: Any) -> list[Wire]:
+    """The logs of an eth_getLogs answer that are not removed. One pass (hot path): of what JSON
+    holds, only an object has ``.get``."""
     if not isinstance(raws, list):
         raise RpcUnavailable("eth_getLogs answer is not a list")
-    if not all(isinstance(r, dict) for r in raws):
-        raise RpcUnavailable("eth_getLogs answer has a log that is not an object")
-    return [r for r in raws if not r.get("removed", False)]
+    try:
+        return [r for r in raws if not r.get("removed", False)]
+    except AttributeError:
+        raise RpcUnavailable("eth_getLogs answer has a log that is not an object") from None
 
 
 def _split_point(message: str, from_block: int, to_block: int) -> int:

@@ -7,14 +7,19 @@ Every expected failure is an IndexerError and ends as one line on stderr with it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from . import logconfig
-from .config import Settings, load_settings
 from .errors import IndexerError, mask_secrets
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+# Each command imports what it needs when it runs (``indexer --help`` loads argparse alone):
+# structlog, asyncio, aiohttp, asyncpg and eth-abi cost up to 0.5 s of start-up together.
+# tests/test_startup.py keeps it so.
 
 COMMANDS = "migrate, backfill, run, verify, custody, reconcile, flags, status, export"
 
@@ -92,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
     args = build_parser().parse_args(argv)
+    import asyncio
+
+    from . import logconfig
+    from .config import load_settings
+
     logconfig.configure(args.log_level, json=args.log_json)
     settings: Settings | None = None
     try:

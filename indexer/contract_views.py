@@ -6,30 +6,33 @@ exist: the sign of a plain ERC-20 when asking for ``getCurrentMultiplier``).
 
 from __future__ import annotations
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_utils.crypto import keccak
+from . import abi
 
 
 def selector(signature: str) -> str:
-    return "0x" + keccak(text=signature)[:4].hex()
+    from eth_hash.auto import keccak
+
+    return "0x" + keccak(signature.encode()).hex()[:8]
 
 
-GET_CURRENT_MULTIPLIER = selector("getCurrentMultiplier()")
-TOTAL_SUPPLY = selector("totalSupply()")
-SYMBOL = selector("symbol()")
-NAME = selector("name()")
-DECIMALS = selector("decimals()")
-_BALANCE_OF = selector("balanceOf(address)")
-_SHARES_OF = selector("sharesOf(address)")
+# Selectors written out: hashing them at import put eth_utils on every command's start-up
+# (tests/test_contract_views.py checks each against its signature).
+GET_CURRENT_MULTIPLIER = "0x2b63c300"  # getCurrentMultiplier()
+TOTAL_SUPPLY = "0x18160ddd"  # totalSupply()
+SYMBOL = "0x95d89b41"  # symbol()
+NAME = "0x06fdde03"  # name()
+DECIMALS = "0x313ce567"  # decimals()
+_BALANCE_OF = "0x70a08231"  # balanceOf(address)
+_SHARES_OF = "0xf5eb42dc"  # sharesOf(address)
 
 # The multiplier's whole state (multiplier.State), in this order; lastFeeTime() is how our
 # first contract version named lastTimeFeeApplied().
-STATE_VIEWS = (
-    GET_CURRENT_MULTIPLIER, selector("multiplier()"), selector("newMultiplier()"),
-    selector("newMultiplierActivationTime()"), selector("hasPendingSchedule()"), selector("feePerPeriod()"),
-    selector("periodLength()"), selector("lastTimeFeeApplied()"), selector("lastFeeTime()"),
+STATE_SIGNATURES = (
+    "getCurrentMultiplier()", "multiplier()", "newMultiplier()", "newMultiplierActivationTime()",
+    "hasPendingSchedule()", "feePerPeriod()", "periodLength()", "lastTimeFeeApplied()", "lastFeeTime()",
 )
+STATE_VIEWS = ("0x2b63c300", "0x1b3ed722", "0x60638067", "0x5416d876", "0xd00aa552", "0xf00c1dff",
+               "0xd2ca2115", "0x3dfa34cd", "0x66b5ae1f")
 
 
 def balance_of(holder: str) -> str:
@@ -62,8 +65,7 @@ def as_text(answer: bytes | None) -> str | None:
     if len(answer) == 32:
         return answer.rstrip(b"\0").decode("utf-8", "replace") or None
     try:
-        (value,) = abi_decode(["string"], answer)
-    except (DecodingError, ValueError, OverflowError):
+        text = str(abi.decode(["string"], answer)[0]).strip()
+    except abi.AbiError:
         return None
-    text = str(value).strip()
     return text or None

@@ -1,8 +1,10 @@
-"""Pure: raw logs -> typed events.
+"""Pure: raw logs -> typed events (place: chain -> fetch -> **decode** -> follow / ledger -> store).
 
-Transfer and TransferShares are decoded on a fast path (topics are fixed-width words, the data
-is one uint256); every other event goes through eth-abi. ``tests/test_decode.py`` checks the
-fast path against eth-abi for every event kind.
+Transfer and TransferShares are decoded on a fast path that reads the node's JSON dicts as they
+are: a topic word is turned into an address once per distinct word and range, the data word is
+one ``int(data, 16)``, block numbers and times are parsed once per block. Every other event goes
+through indexer.abi (the same answers as eth-abi, tested; importing eth-abi costs 0.2 s).
+``tests/test_decode.py`` checks ``decode()`` itself against eth-abi on random logs.
 
 An xStock move is a Transfer immediately followed (same transaction, next log index) by its
 TransferShares; the pair becomes one :class:`Transfer` with ``amount_raw`` from the first and
@@ -16,14 +18,12 @@ plain ERC-20 raises ``UnindexableLog`` naming token, block, tx and log index; th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_utils.crypto import keccak
-
+from . import abi
 from .errors import UnindexableLog
 from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer, Wire
 
@@ -33,46 +33,51 @@ class EventSpec:
     name: str
     indexed: tuple[tuple[str, str], ...]  # (name, abi type) of the indexed arguments
     data: tuple[tuple[str, str], ...]  # (name, abi type) of the data arguments
+    topic: str  # keccak of the signature (written out: hashing at import costs start-up; tested)
 
     @property
     def signature(self) -> str:
-        types = [t for _, t in self._ordered()]
-        return f"{self.name}({','.join(types)})"
-
-    def _ordered(self) -> tuple[tuple[str, str], ...]:
         # Every event below lists its indexed arguments first, as the contracts declare them.
-        return self.indexed + self.data
-
-    @property
-    def topic(self) -> str:
-        return "0x" + keccak(text=self.signature).hex()
+        return f"{self.name}({','.join(t for _, t in self.indexed + self.data)})"
 
 
-def _spec(name: str, indexed: Iterable[tuple[str, str]] = (), data: Iterable[tuple[str, str]] = ()) -> EventSpec:
-    return EventSpec(name, tuple(indexed), tuple(data))
+def _spec(name: str, topic: str, indexed: Iterable[tuple[str, str]] = (),
+          data: Iterable[tuple[str, str]] = ()) -> EventSpec:
+    return EventSpec(name, tuple(indexed), tuple(data), "0x" + topic)
 
 
-TRANSFER = _spec("Transfer", [("from", "address"), ("to", "address")], [("value", "uint256")])
-TRANSFER_SHARES = _spec("TransferShares", [("from", "address"), ("to", "address")], [("value", "uint256")])
-NEW_TOKEN = _spec("NewToken", [("newToken", "address")], [("name", "string"), ("symbol", "string")])
+_MOVE = [("from", "address"), ("to", "address")]
+TRANSFER = _spec("Transfer", "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
+                 _MOVE, [("value", "uint256")])
+TRANSFER_SHARES = _spec("TransferShares", "9d9c909296d9c674451c0c24f02cb64981eb3b727f99865939192f880a755dcb",
+                        _MOVE, [("value", "uint256")])
+NEW_TOKEN = _spec("NewToken", "c3d0a20a44bb0f367823c0b8747497ad98c62f65bc0a1ddf9d6db910ad9fbd41",
+                  [("newToken", "address")], [("name", "string"), ("symbol", "string")])
 
 # Events stored in token_events (the multiplier story, roles, pause, terms, upgrades).
 OTHER_EVENTS: tuple[EventSpec, ...] = (
-    _spec("MultiplierUpdated", data=[("value", "uint256")]),
-    _spec("MultiplierScheduled", data=[("newMultiplier", "uint256"), ("activationTime", "uint256")]),
-    _spec("MultiplierScheduleOverridden", data=[
+    _spec("MultiplierUpdated", "4dbe4840d7465bd162f67814cea0b519567a2e0e578bcde61e7f4ced361e5a3d",
+          data=[("value", "uint256")]),
+    _spec("MultiplierScheduled", "0fc82f15d800f52869be69bb6dec5615511ff09b246f46c6fe20618c2a845d20",
+          data=[("newMultiplier", "uint256"), ("activationTime", "uint256")]),
+    _spec("MultiplierScheduleOverridden", "58b46712c260c156927373112c5a0eac6c69c7b7a8eec19de939fb590a6037f7", data=[
         ("oldMultiplier", "uint256"), ("oldActivationTime", "uint256"),
         ("newMultiplier", "uint256"), ("newActivationTime", "uint256"),
     ]),
-    _spec("NewMinter", [("minter", "address")]),
-    _spec("NewBurner", [("burner", "address")]),
-    _spec("NewPauser", [("pauser", "address")]),
-    _spec("NewMultiplierUpdater", [("multiplierUpdater", "address")]),
-    _spec("NewSanctionsList", [("sanctionsList", "address")]),
-    _spec("PauseModeChange", data=[("paused", "bool")]),
-    _spec("NewTerms", data=[("terms", "string")]),
-    _spec("OwnershipTransferred", [("previousOwner", "address"), ("newOwner", "address")]),
-    _spec("Upgraded", [("implementation", "address")]),
+    _spec("NewMinter", "6adffd5c93085d835dac6f3b40adf7c242ca4b3284048d20c3d8a501748dc973", [("minter", "address")]),
+    _spec("NewBurner", "5bb1db06eeb30d85c1e53ae2285b460ce83e4318c623bd1ca51df912f64c45a4", [("burner", "address")]),
+    _spec("NewPauser", "4f68150eb56c53cc9373649e35bc37dd235a0c86e10aa23b8a835378136ac6a0", [("pauser", "address")]),
+    _spec("NewMultiplierUpdater", "352ee13cfd2e4909f0a0c7b78a6079921377f6377d8af594509ff9aaf4f925da",
+          [("multiplierUpdater", "address")]),
+    _spec("NewSanctionsList", "eff538eaa91b9b5384df4354f3841681487784258ac4b209182aef0755f9e0be",
+          [("sanctionsList", "address")]),
+    _spec("PauseModeChange", "b9bcdd890b4d4c213bab99cf96dc1adb9ede36bb2a54610c91a86de844b05fb8",
+          data=[("paused", "bool")]),
+    _spec("NewTerms", "9c1e1a17a78053ad78b3801837ad5e515d429987252f2e1371b7b50fa8ff8bec", data=[("terms", "string")]),
+    _spec("OwnershipTransferred", "8be0079c531659141344cd1fd0a4f28419497f9722a3daafe3b4186f6b6457e0",
+          [("previousOwner", "address"), ("newOwner", "address")]),
+    _spec("Upgraded", "bc7cd75a20ee27fd9adebab32041f755214dbc6bffa90cc0225b39da2e5c2d3b",
+          [("implementation", "address")]),
 )
 
 TRANSFER_TOPIC = TRANSFER.topic
@@ -90,44 +95,45 @@ class Malformed(ValueError):
 
 
 _ADDRESS_PAD = "0x" + "0" * 24
+_is_hex = re.compile(r"[0-9a-fA-F]*").fullmatch
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def word_address(topic: str) -> str:
     """A 32-byte topic holding an address -> lowercase 0x address. Upper 12 bytes must be 0."""
-    if len(topic) != 66 or not topic.startswith(_ADDRESS_PAD):
+    if len(topic) != 66 or not topic.startswith(_ADDRESS_PAD) or not _is_hex(topic[26:]):
         raise Malformed(f"topic {topic[:18]}... is not an address")
     return "0x" + topic[26:].lower()
 
 
 def data_uint(data: str) -> int:
     """Data that is exactly one uint256 word -> int."""
-    if len(data) != 66:
-        raise Malformed(f"data has {max(0, (len(data) - 2) // 2)} bytes, expected 32")
+    if len(data) != 66 or data[:2] != "0x" or not _is_hex(data, 2):
+        raise Malformed(_data_length(data))
     return int(data, 16)
 
 
-def decode_move(raw: RawLog) -> tuple[str, str, int]:
-    """Fast path for Transfer/TransferShares: (from, to, value)."""
-    if len(raw.topics) != 3:
-        raise Malformed(f"{len(raw.topics)} topics, expected 3")
-    return word_address(raw.topics[1]), word_address(raw.topics[2]), data_uint(raw.data)
+def _data_length(data: str) -> str:
+    if len(data) == 66:
+        return f"data {data[:10]}... is not one hex word"
+    return f"data has {max(0, (len(data) - 2) // 2)} bytes, expected 32"
 
 
 def decode_event(spec: EventSpec, raw: RawLog) -> dict[str, object]:
-    """General path (eth-abi) for any event in OTHER_EVENTS or NewToken. Ints become strings
-    so that the args survive JSON with no loss."""
+    """General path (indexer.abi, checked against eth-abi) for any event in OTHER_EVENTS or
+    NewToken. Ints become strings so that the args survive JSON with no loss."""
     if len(raw.topics) != 1 + len(spec.indexed):
         raise Malformed(f"{spec.name}: {len(raw.topics)} topics, expected {1 + len(spec.indexed)}")
     args: dict[str, object] = {}
     for (name, typ), topic in zip(spec.indexed, raw.topics[1:], strict=True):
         try:
-            args[name] = _jsonable(abi_decode([typ], bytes.fromhex(topic[2:]))[0])
-        except (DecodingError, ValueError, OverflowError) as exc:
+            args[name] = _jsonable(abi.decode([typ], bytes.fromhex(topic[2:]))[0])
+        except ValueError as exc:
             raise Malformed(f"{spec.name}: topic {name}: {exc}") from None
     if spec.data:
         try:
-            values = abi_decode([t for _, t in spec.data], bytes.fromhex(raw.data[2:]))
-        except (DecodingError, ValueError, OverflowError) as exc:
+            values = abi.decode([t for _, t in spec.data], bytes.fromhex(raw.data[2:]))
+        except ValueError as exc:
             raise Malformed(f"{spec.name}: {exc}") from None
         for (name, _), value in zip(spec.data, values, strict=True):
             args[name] = _jsonable(value)
@@ -159,15 +165,19 @@ def decode(
     ignored; any other log that cannot be accounted for raises ``UnindexableLog``."""
     wire: Sequence[Wire] = [r.wire() for r in logs] if logs and isinstance(logs[0], RawLog) else logs  # type: ignore[assignment,union-attr]
     factory_set = set(factories)
-    times = _Times(block_times)
+    known = block_times or {}
     out = Decoded()
-    # An xStock Transfer waiting for its TransferShares: the log, its token, log index, topics
-    # and (from, to, amount).
-    pending: Wire | None = None
-    pending_token, pending_index = "", -1
-    pending_topics: Sequence[str] = ()
-    move: tuple[str, str, int] = ("", "", 0)
     append = out.transfers.append
+    new = tuple.__new__  # Transfer(...) runs a Python-level __new__: 3x slower than this
+    xstock, transfer_topic, shares_topic = TokenKind.XSTOCK, TRANSFER_TOPIC, TRANSFER_SHARES_TOPIC
+    words: dict[str, str] = {}  # topic word -> address, checked once per distinct word
+    blocks: dict[str, tuple[int, int]] = {}  # hex block number -> (number, time)
+    # An xStock Transfer waiting for its TransferShares: the log, its token, raw tx, log index,
+    # parties' words, and the fields of the Transfer to build (locals: no tuple per move).
+    pending: Wire | None = None
+    p_token = p_tx = p_word1 = p_word2 = p_txl = p_frm = p_to = ""
+    p_index = p_block = p_time = p_amount = -1
+    tx_raw = tx = ""
     for item in wire:
         address = item["address"]
         kind = kinds.get(address)
@@ -178,76 +188,82 @@ def decode(
             topics = item["topics"]
             topic0 = topics[0] if topics else ""
             if pending is not None:
-                if (topic0 == TRANSFER_SHARES_TOPIC and address == pending_token
-                        and item["transactionHash"] == pending["transactionHash"]
-                        and int(item["logIndex"], 16) == pending_index + 1):
+                if (topic0 == shares_topic and address == p_token and item["transactionHash"] == p_tx
+                        and int(item["logIndex"], 16) == p_index + 1):
                     if len(topics) != 3:
                         raise Malformed(f"{len(topics)} topics, expected 3")
-                    frm, to, amount = move
-                    shares = data_uint(item["data"])
+                    data = item["data"]
+                    if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
+                        raise Malformed(_data_length(data))
                     # Same words, same parties (the usual case); else compare them decoded.
-                    if (topics[1] != pending_topics[1] or topics[2] != pending_topics[2]) and (
-                            word_address(topics[1]) != frm or word_address(topics[2]) != to):
+                    if (topics[1] != p_word1 or topics[2] != p_word2) and (
+                            _word(words, topics[1]) != p_frm or _word(words, topics[2]) != p_to):
                         _stop(item, "TransferShares parties differ from its Transfer")
-                    append(_transfer(pending, address, frm, to, amount, shares, times))
+                    append(new(Transfer, (p_token, p_block, p_time, p_txl, p_index, p_frm, p_to, p_amount,
+                                          int(data, 16))))
                     pending = None
                     continue
                 _stop(pending, "xStock Transfer not directly followed by its TransferShares")
             if kind is None:
                 if address in factory_set:
-                    _factory_log(parse_wire(item), out, times)
+                    _factory_log(parse_wire(item), out, known)
                 continue
-            if starts and address in starts and int(item["blockNumber"], 16) < starts[address]:
+            number = item["blockNumber"]
+            if starts and address in starts and int(number, 16) < starts[address]:
                 continue
-            if topic0 == TRANSFER_TOPIC:
-                move = _wire_move(topics, item["data"])
-                if kind is TokenKind.XSTOCK:  # pair it with the next log
-                    pending_token, pending_index, pending_topics = address, int(item["logIndex"], 16), topics
-                    pending = item
+            at = blocks.get(number) or _block(blocks, item, number, known)
+            if topic0 == transfer_topic:
+                if len(topics) != 3:
+                    raise Malformed(f"{len(topics)} topics, expected 3")
+                word1, word2 = topics[1], topics[2]
+                frm = words.get(word1) or _word(words, word1)
+                to = words.get(word2) or _word(words, word2)
+                data = item["data"]
+                if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
+                    raise Malformed(_data_length(data))
+                amount = int(data, 16)
+                raw_tx = item["transactionHash"]
+                if raw_tx != tx_raw:  # the logs of one transaction come together
+                    tx_raw, tx = raw_tx, raw_tx.lower()
+                index = int(item["logIndex"], 16)
+                if kind is xstock:  # pair it with the next log
+                    pending, p_token, p_tx, p_index, p_word1, p_word2 = item, address, raw_tx, index, word1, word2
+                    p_block, p_time, p_txl, p_frm, p_to, p_amount = at[0], at[1], tx, frm, to, amount
                 else:
-                    append(_transfer(item, address, *move, move[2], times))
-            elif topic0 == TRANSFER_SHARES_TOPIC:
-                _stop(item, "TransferShares without a Transfer before it" if kind is TokenKind.XSTOCK
+                    append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, amount)))
+            elif topic0 == shares_topic:
+                _stop(item, "TransferShares without a Transfer before it" if kind is xstock
                       else "TransferShares from a token indexed as a plain ERC-20 (upgraded to a share token?)")
             else:
                 spec = _OTHER_BY_TOPIC.get(topic0.lower())
                 if spec is not None:
                     raw = parse_wire(item)
-                    out.events.append(_event(raw, spec.name, decode_event(spec, raw), times))
+                    out.events.append(TokenEvent(raw.address, raw.block_number, at[1], raw.tx_hash, raw.log_index,
+                                                 spec.name, decode_event(spec, raw)))
         except (Malformed, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             _stop(item, str(exc) if isinstance(exc, Malformed) else f"malformed log: {exc!r}")
     if pending is not None:
         _stop(pending, "xStock Transfer not directly followed by its TransferShares")
-    return Decoded(out.transfers, out.events, out.new_tokens, 0)
+    return out
 
 
-class _Times:
-    """Block timestamps: from the log's blockTimestamp (parsed once per distinct value) or the
-    caller's map of header times."""
-
-    def __init__(self, known: Mapping[int, int] | None) -> None:
-        self.known = known or {}
-        self.parsed: dict[str, int] = {}
-        self.numbers: dict[str, int] = {}  # hex block number -> int, for the logs' blockNumber
-
-    def of(self, item: Wire) -> int:
-        stamp = item.get("blockTimestamp")
-        if stamp:
-            value = self.parsed.get(stamp)
-            if value is None:
-                value = self.parsed[stamp] = int(stamp, 16)
-            return value
-        number = int(item["blockNumber"], 16)
-        try:
-            return self.known[number]
-        except KeyError:
-            raise Malformed(f"no timestamp known for block {number}") from None
+def _word(words: dict[str, str], word: str) -> str:
+    """The address in a topic word (checked), remembered for the rest of the range."""
+    address = words.get(word)
+    if address is None:
+        address = words[word] = word_address(word)
+    return address
 
 
-def _wire_move(topics: Sequence[str], data: str) -> tuple[str, str, int]:
-    if len(topics) != 3:
-        raise Malformed(f"{len(topics)} topics, expected 3")
-    return word_address(topics[1]), word_address(topics[2]), data_uint(data)
+def _block(blocks: dict[str, tuple[int, int]], item: Wire, number: str, known: Mapping[int, int]) -> tuple[int, int]:
+    """(number, time) of a log's block, kept for its other logs; the time from blockTimestamp or headers."""
+    block = int(number, 16)
+    stamp = item.get("blockTimestamp")
+    if stamp:
+        return blocks.setdefault(number, (block, int(stamp, 16)))
+    if block not in known:
+        raise Malformed(f"no timestamp known for block {block}")
+    return blocks.setdefault(number, (block, known[block]))
 
 
 def parse_wire(item: Wire) -> RawLog:
@@ -258,30 +274,14 @@ def parse_wire(item: Wire) -> RawLog:
                   item["transactionHash"].lower(), int(item["logIndex"], 16))
 
 
-_new_transfer = tuple.__new__  # Transfer(...) runs a Python-level __new__: 3x slower on the hot path
-
-
-def _transfer(item: Wire, token: str, frm: str, to: str, amount: int, shares: int, times: _Times) -> Transfer:
-    number = item["blockNumber"]
-    block = times.numbers.get(number)
-    if block is None:
-        block = times.numbers[number] = int(number, 16)
-    return _new_transfer(Transfer, (token, block, times.of(item), item["transactionHash"].lower(),
-                                    int(item["logIndex"], 16), frm, to, amount, shares))
-
-
-def _event(raw: RawLog, name: str, args: dict[str, object], times: _Times) -> TokenEvent:
-    time = raw.block_time if raw.block_time is not None else times.of(raw.wire())
-    return TokenEvent(raw.address, raw.block_number, time, raw.tx_hash, raw.log_index, name, args)
-
-
-def _factory_log(raw: RawLog, out: Decoded, times: _Times) -> None:
+def _factory_log(raw: RawLog, out: Decoded, known: Mapping[int, int]) -> None:
     if not raw.topics or raw.topics[0] != NEW_TOKEN_TOPIC:
         return
     args = decode_event(NEW_TOKEN, raw)
     token = str(args["newToken"])
     out.new_tokens.append(NewToken(raw.address, token, str(args["name"]), str(args["symbol"]), raw.block_number))
-    out.events.append(_event(raw, "NewToken", args, times))
+    time = raw.block_time if raw.block_time is not None else _block({}, raw.wire(), hex(raw.block_number), known)[1]
+    out.events.append(TokenEvent(raw.address, raw.block_number, time, raw.tx_hash, raw.log_index, "NewToken", args))
 
 
 def _stop(item: Wire, why: str) -> NoReturn:
@@ -293,6 +293,6 @@ def _stop(item: Wire, why: str) -> NoReturn:
 
 def _field(item: Wire, key: str) -> str:
     value = str(item.get(key, "?")) if isinstance(item, Mapping) else "?"
-    if key in ("blockNumber", "logIndex") and value.startswith("0x"):
-        return str(int(value, 16)) if value[2:] and all(c in "0123456789abcdefABCDEF" for c in value[2:]) else value
+    if key in ("blockNumber", "logIndex") and value.startswith("0x") and value[2:] and _is_hex(value, 2):
+        return str(int(value, 16))
     return value.lower()

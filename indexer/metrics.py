@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 REGISTRY = CollectorRegistry()
 INDEXED_BLOCK = Gauge("indexer_indexed_block", "Last block committed", ["chain"], registry=REGISTRY)
@@ -102,6 +104,8 @@ class Health:
 
 async def serve(health: Health, host: str, port: int) -> web.AppRunner:
     """Start the HTTP server; the caller keeps the runner and calls ``cleanup()`` at exit."""
+    from aiohttp import web  # the daemon's alone: a backfill does not serve
+
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -22,12 +22,6 @@ class TokenKind(StrEnum):
     ERC20 = "erc20"  # plain ERC-20: shares = amount, M = 1e18
 
 
-class TransferKind(StrEnum):
-    MINT = "mint"
-    BURN = "burn"
-    TRANSFER = "transfer"
-
-
 @dataclass(frozen=True, slots=True)
 class Header:
     number: int
@@ -74,14 +68,6 @@ class Transfer(NamedTuple):
     to_address: str
     amount_raw: int
     shares: int
-
-    @property
-    def kind(self) -> TransferKind:
-        if self.from_address == ZERO_ADDRESS:
-            return TransferKind.MINT
-        if self.to_address == ZERO_ADDRESS:
-            return TransferKind.BURN
-        return TransferKind.TRANSFER
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,22 +23,17 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping, Sequence
 
-from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
-from eth_abi.exceptions import DecodingError
-
-from . import logconfig
+from . import abi, logconfig
 from .chain import Chain
-from .contract_views import selector
 from .errors import ChainMoved, RpcError, StateUnavailable
 from .rpc import _result
 
 log = logconfig.get("multicall")
 
 READER = "0x" + "5ead" * 10  # no contract lives there; the override puts the reader's code in it
-_READ = selector("read(address[],bytes[])")
-_TIME = selector("time()")
-_HASHES = selector("hashes(uint256,uint256)")
+_READ = "0x84941937"  # read(address[],bytes[]); written out (tests/test_startup.py): no keccak at import
+_TIME = "0x16ada547"  # time()
+_HASHES = "0xd13372ca"  # hashes(uint256,uint256)
 HASH_REACH = 256  # blockhash answers the 256 blocks below the call's, zero for older ones
 CHUNK = 400  # views per eth_call: well inside any node's gas cap for a call
 CODE = "0x" + (
@@ -110,8 +105,7 @@ async def _through_reader(chain: Chain, asks: Mapping[Block, Calls], strict: boo
     for block, calls in asks.items():
         for i in range(0, max(1, len(calls)), CHUNK):
             chunk = [*calls[i:i + CHUNK], (READER, _TIME)]
-            data = _READ + abi_encode(["address[]", "bytes[]"], [[t for t, _ in chunk],
-                                                                 [bytes.fromhex(d[2:]) for _, d in chunk]]).hex()
+            data = _READ + abi.encode_reads([t for t, _ in chunk], [bytes.fromhex(d[2:]) for _, d in chunk]).hex()
             tag = hex(block) if isinstance(block, int) else block
             items.append(("eth_call", [{"to": READER, "data": data}, tag, {READER: {"code": CODE}}]))
             parts.append((block, i, len(chunk) - 1))
@@ -145,8 +139,8 @@ def _decode(result: object, n: int) -> list[bytes]:
     if not isinstance(result, str) or len(result) < 130:
         raise _Refused(f"not the reader's answer: {str(result)[:40]}")
     try:
-        (out,) = abi_decode(["bytes[]"], bytes.fromhex(result[2:]))
-    except (DecodingError, ValueError, OverflowError):
+        out = abi.decode_bytes_array(bytes.fromhex(result[2:]))
+    except ValueError:
         raise _Refused("the answer does not decode as the reader's") from None
     if len(out) != n:
         raise _Refused(f"the reader answered {len(out)} views, {n} asked")
@@ -156,19 +150,18 @@ def _decode(result: object, n: int) -> list[bytes]:
 def hashes_call(first: int, count: int) -> tuple[str, str]:
     """The reader's own view answering the hashes of blocks first .. first + count - 1 (all
     below the call's block and within HASH_REACH of it); :func:`parse_hashes` reads the answer."""
-    return READER, _HASHES + abi_encode(["uint256", "uint256"], [first, count]).hex()
+    return READER, _HASHES + first.to_bytes(32, "big").hex() + count.to_bytes(32, "big").hex()
 
 
 def parse_hashes(answer: Answer, count: int) -> list[str] | None:
     """The hashes a :func:`hashes_call` answered (0x-prefixed, lower case), or None when the
     node did not run the reader or answered a zero hash (a block out of reach)."""
-    if answer is None:
+    # bytes32[]: the offset of the array (32), its length, then the hashes
+    if answer is None or len(answer) != 64 + 32 * count or int.from_bytes(answer[:32], "big") != 32 \
+            or int.from_bytes(answer[32:64], "big") != count:
         return None
-    try:
-        (out,) = abi_decode(["bytes32[]"], answer)
-    except (DecodingError, ValueError, OverflowError):
-        return None
-    if len(out) != count or any(h == bytes(32) for h in out):
+    out = [answer[64 + 32 * i:96 + 32 * i] for i in range(count)]
+    if any(h == bytes(32) for h in out):
         return None
     return ["0x" + h.hex() for h in out]
 

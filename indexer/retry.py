@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import re
 
-from . import logconfig, metrics
+from . import logconfig
 from .errors import NodeBehind, Retryable
 
 log = logconfig.get("retry")
@@ -39,6 +39,8 @@ class StepRetry:
         once the budget is spent."""
         self.failures += 1
         reason = reason_of(exc)
+        from . import metrics  # prometheus_client: on a retry, not on every command's start-up
+
         metrics.STEP_RETRIES.labels(self.chain, reason).inc()
         self.last = f"{reason}: {str(exc)[:300]}"
         if self.attempts is not None and self.failures >= self.attempts:

@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 import tenacity
 
-from . import logconfig
+from . import logconfig, memory
 from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 from .pacing import Outcome, Pacer, retry_after
 
@@ -214,12 +214,14 @@ class Rpc:
             raise RpcTimedOut(f"{shown}: timed out") from None
         except (aiohttp.ClientError, OSError) as exc:
             self._count("connection")
-            raise RpcUnavailable(f"{shown}: {type(exc).__name__}: {_short(str(exc), url)}") from None
+            raise RpcUnavailable(f"{shown}: {type(exc).__name__}: {str(exc).replace(url, shown)[:200]}") from None
         if status == 413:
             raise RpcRangeTooLarge(f"{shown}: HTTP 413 response too large")
         if status == 429 or status >= 500:
             self._count(f"http_{status}")
             raise RpcUnavailable(f"{shown}: HTTP {status}")
+        if len(body) >= memory.LARGE_ANSWER and not memory.done:  # see memory.py: page faults
+            memory.keep_for_reuse()
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -264,10 +266,6 @@ def _http_url(url: str) -> str:
     if url.startswith("wss://"):
         return "https://" + url[6:]
     return url
-
-
-def _short(text: str, url: str) -> str:
-    return text.replace(url, mask_url(url))[:200]
 
 
 def _is_transient(error: Any) -> bool:

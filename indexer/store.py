@@ -12,7 +12,6 @@ everything else is a bug or a constraint the caller broke and propagates as is.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -44,18 +43,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,  # "cannot switch to state": left mid-operation by a server restart
     TimeoutError,
 )
-
-
-# Secondary indexes of transfer_log that a first load builds once at the end (see
-# defer_indexes): the holder indexes, on random keys. The primary key, the day index and the BRIN
-# stay (rows arrive nearly in their order: cheap to maintain).
-DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to")
-
-
-def deferred_index_statements() -> list[str]:
-    """The CREATE INDEX statements of DEFERRED_INDEXES, as schema.sql has them."""
-    prefixes = tuple(f"CREATE INDEX IF NOT EXISTS {name} " for name in DEFERRED_INDEXES)
-    return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
 
 
 class Store:
@@ -109,6 +96,8 @@ class Store:
                     raise DatabaseUnavailable(f"database {mask_url(self.dsn)}: {_describe(exc, self.dsn)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    retry = _retry  # for modules that add statements of their own (first_load.py)
+
     # -- schema ---------------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
@@ -117,17 +106,10 @@ class Store:
             async with self.pool.acquire() as conn:
                 return await schema.upgrade(conn)
         applied = await self._retry("migrate", run)
-        await self._restore_indexes()
-        return applied
+        from .first_load import finish  # a first load killed before its end: finished here
 
-    async def _restore_indexes(self) -> None:
-        """A first load killed before build_indexes leaves its deferred indexes dropped: every
-        writer's start builds the missing ones (nothing when they exist)."""
-        rows = await self.fetch("SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL",
-                                list(DEFERRED_INDEXES))
-        if rows:
-            log.info("indexes_restored", indexes=[r["name"] for r in rows])
-            await self.build_indexes()
+        await finish(self)
+        return applied
 
     async def check_schema(self) -> None:
         """For commands that only read: SchemaMismatch unless the database is at the code's version."""
@@ -213,30 +195,6 @@ class Store:
         return await self._retry("query", run)
 
     # -- writes ---------------------------------------------------------------------------------
-
-    async def defer_indexes(self) -> bool:
-        """A first backfill into an empty transfer_log builds its holder indexes once at the
-        end (sorting once is far cheaper than maintaining random-key btrees row by row). Returns
-        True when it dropped them; ``build_indexes`` restores them, and so does every ``migrate``
-        (CREATE INDEX IF NOT EXISTS), so a crash can never leave them missing."""
-        async def run() -> bool:
-            async with self.pool.acquire() as conn, conn.transaction():
-                if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transfer_log)"):
-                    return False
-                await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in DEFERRED_INDEXES))
-                return True
-        return await self._retry("defer_indexes", run)
-
-    async def build_indexes(self) -> None:
-        """Build the deferred indexes, side by side (one connection each)."""
-        async def build(statement: str) -> None:
-            async with self.pool.acquire() as conn:
-                await conn.execute("SET maintenance_work_mem = '256MB'")
-                await conn.execute(statement)
-
-        async def run() -> None:
-            await asyncio.gather(*(build(statement) for statement in deferred_index_statements()))
-        await self._retry("build_indexes", run)
 
     async def ensure_chain(self, chain_id: int, name: str) -> None:
         async def run() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from bench.harness import _free_indexer_bound
 from bench.live import percentile
-from bench.report import default_path, size_label, sparkline
+from bench.report import default_path, per_log_us, size_label, sparkline, vs_zero_cost
 from tests.conftest import REPO_ROOT
 
 
@@ -49,6 +49,10 @@ def test_bench_runs_end_to_end_on_a_tiny_workload(tmp_path: Path) -> None:
         assert live["blocks"] == 5
         assert 0 < live["p50_ms"] <= live["p99_ms"] <= live["max_ms"]
         assert live["daemon"]["exit_code"] == 0
+    assert set(result["startup"]) == {"--help", "status", "backfill"}
+    assert all(0 < s["cpu_s"] and 0 < s["wall_s"] for s in result["startup"].values())
+    for row in ("indexer CPU per log", "backfill / zero-cost bound", "start-up: indexer --help"):
+        assert row in done.stdout, row
 
 
 def test_percentiles_are_nearest_rank() -> None:
@@ -75,3 +79,12 @@ def test_free_indexer_bound_is_what_anvil_and_postgres_leave() -> None:
     expected = round(100_000 / max(0.6, 1.1 / cores) / 100_000, 3)
     assert _free_indexer_bound(backfill, getlogs) == expected
     assert _free_indexer_bound({"logs": 1, "cpu_s": {"anvil": 0.5, "postgres": None}}, getlogs) is None
+
+
+def test_cpu_per_log_and_the_zero_cost_ratio() -> None:
+    assert per_log_us({"cpu_s": {"indexer": 2.0}, "logs": 400_000}) == 5.0
+    assert per_log_us({"cpu_s": {"indexer": None}, "logs": 4}) is None
+    # the bound is the eth_getLogs ceiling unless anvil and PostgreSQL alone could not reach it
+    assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 0.5}}) == 0.7
+    assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 3.0}}) == 0.35
+    assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": None}}) is None

@@ -359,3 +359,23 @@ def test_secrets_lists_every_url() -> None:
     raw["chain"][0]["rpc"] = ["https://a.example/key1", "wss://b.example/key2"]
     settings = parse(raw, {"DATABASE_URL": "postgresql://u:pw@h/db"})
     assert settings.secrets() == ["postgresql://u:pw@h/db", "https://a.example/key1", "wss://b.example/key2"]
+
+
+def test_eip55_check_agrees_with_eth_utils() -> None:
+    """The config's own EIP-55 check (eth_hash only, for start-up) against eth_utils."""
+    import random
+
+    from eth_utils import to_checksum_address
+
+    from indexer.config_fields import address_problem
+
+    local = random.Random(55)
+    for _ in range(200):
+        good = to_checksum_address("0x" + local.getrandbits(160).to_bytes(20, "big").hex())
+        assert address_problem(good) is None
+        letters = [i for i, c in enumerate(good) if i > 1 and c.isalpha()]
+        if letters:
+            i = local.choice(letters)
+            bad = good[:i] + good[i].swapcase() + good[i + 1:]
+            if bad[2:] not in (bad[2:].lower(), bad[2:].upper()):
+                assert address_problem(bad) is not None

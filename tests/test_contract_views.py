@@ -21,6 +21,9 @@ def keccak_selector(signature: str) -> str:
         (views.NAME, "name()", "0x06fdde03"),
         (views.DECIMALS, "decimals()", "0x313ce567"),
         (views.GET_CURRENT_MULTIPLIER, "getCurrentMultiplier()", None),
+        (views._BALANCE_OF, "balanceOf(address)", "0x70a08231"),
+        (views._SHARES_OF, "sharesOf(address)", None),
+        *[(view, signature, None) for view, signature in zip(views.STATE_VIEWS, views.STATE_SIGNATURES, strict=True)],
     ],
 )
 def test_selectors_are_keccak_of_the_signature(constant: str, signature: str, known: str | None) -> None:
@@ -109,3 +112,34 @@ def test_as_text_of_nothing() -> None:
 )
 def test_as_text_of_garbage_is_none(answer: bytes) -> None:
     assert views.as_text(answer) is None
+
+
+def eth_abi_string(answer: bytes) -> str | None:
+    try:
+        return str(eth_abi.decode(["string"], answer)[0])
+    except Exception:  # any refusal of eth-abi is "not a string"
+        return None
+
+
+def test_abi_string_agrees_with_eth_abi_on_random_answers() -> None:
+    """as_text's string reader (indexer.abi: no eth-abi import at start-up) against eth-abi: valid
+    encodings, then the same with a byte changed, cut or extended."""
+    import random
+
+    local = random.Random(15)
+    for _ in range(3000):
+        text = "".join(local.choice(["a", "Z", " ", "é", "€", "\0", "x" * 31]) for _ in range(local.randint(0, 12)))
+        answer = bytearray(eth_abi.encode(["string"], [text]))
+        change = local.choice(["none", "byte", "cut", "extend", "offset"])
+        if change == "byte":
+            answer[local.randrange(len(answer))] = local.randrange(256)
+        elif change == "cut":
+            answer = answer[:local.randrange(len(answer))]
+        elif change == "extend":
+            answer += bytes(local.choice([1, 32, 64]))
+        elif change == "offset":
+            answer[:32] = local.choice([0, 1, 31, 33, 64, 96, 2**255]).to_bytes(32, "big")
+        if len(answer) == 32:
+            continue  # read as a bytes32 name, not a string
+        expected = eth_abi_string(bytes(answer))
+        assert views.as_text(bytes(answer)) == ((expected or "").strip() or None), (change, bytes(answer).hex())

@@ -10,6 +10,7 @@ import pytest
 from eth_utils import keccak
 
 from indexer import decode
+from indexer.batch_sql import copy_text
 from indexer.decode import (
     FACTORY_TOPICS,
     NEW_TOKEN,
@@ -20,11 +21,10 @@ from indexer.decode import (
     EventSpec,
     Malformed,
     data_uint,
-    decode_move,
     word_address,
 )
 from indexer.errors import UnindexableLog
-from indexer.models import ZERO_ADDRESS, NewToken, RawLog, TokenKind, Transfer, TransferKind
+from indexer.models import ZERO_ADDRESS, NewToken, RawLog, TokenKind, Transfer
 
 XSTOCK = "0x" + "a1" * 20
 ERC20 = "0x" + "e2" * 20
@@ -178,18 +178,61 @@ def test_word_address_matches_eth_abi(address: str) -> None:
     assert word_address("0x" + encoded.hex()) == eth_abi.decode(["address"], encoded)[0].lower() == address
 
 
-@pytest.mark.parametrize("spec", [TRANSFER, TRANSFER_SHARES], ids=lambda s: s.name)
-def test_decode_move_matches_eth_abi(spec: EventSpec) -> None:
-    cases = [(a, b, v) for a, b, v in zip(ADDRESS_EDGES, reversed(ADDRESS_EDGES), UINT_EDGES, strict=False)]
-    cases += list(zip(RANDOM_ADDRESSES, RANDOM_ADDRESSES[1:] + RANDOM_ADDRESSES[:1], RANDOM_UINTS, strict=True))
-    for frm, to, value in cases:
-        raw = move(spec, XSTOCK, frm, to, value)
-        expected_from = eth_abi.decode(["address"], bytes.fromhex(raw.topics[1][2:]))[0].lower()
-        expected_to = eth_abi.decode(["address"], bytes.fromhex(raw.topics[2][2:]))[0].lower()
-        expected_value = eth_abi.decode(["uint256"], bytes.fromhex(raw.data[2:]))[0]
-        assert decode_move(raw) == (expected_from, expected_to, expected_value) == (frm, to, value)
-        # and the general (eth-abi) path says the same thing
-        assert decode.decode_event(spec, raw) == {"from": frm, "to": to, "value": str(value)}
+def eth_abi_move(raw: RawLog) -> tuple[str, str, int]:
+    """What eth-abi reads in a Transfer / TransferShares log: (from, to, value)."""
+    return (eth_abi.decode(["address"], bytes.fromhex(raw.topics[1][2:]))[0].lower(),
+            eth_abi.decode(["address"], bytes.fromhex(raw.topics[2][2:]))[0].lower(),
+            eth_abi.decode(["uint256"], bytes.fromhex(raw.data[2:]))[0])
+
+
+def random_case(local: random.Random) -> tuple[str, str, int, int]:
+    """Parties and values drawn from the edges and from random words of every width."""
+    frm = local.choice([*ADDRESS_EDGES, *RANDOM_ADDRESSES, "0x" + local.getrandbits(160).to_bytes(20, "big").hex()])
+    to = local.choice([*ADDRESS_EDGES, *RANDOM_ADDRESSES, "0x" + local.getrandbits(160).to_bytes(20, "big").hex()])
+    amount = local.choice([*UINT_EDGES, local.getrandbits(local.randint(1, 256))])
+    return frm, to, amount, local.choice([*UINT_EDGES, local.getrandbits(local.randint(1, 256))])
+
+
+def node_shape(raws: list[RawLog], local: random.Random) -> list[dict[str, Any]]:
+    """Logs as a node may send them: upper-case hex in places (the same way for one move's
+    logs, as one answer spells a transaction), wire types."""
+    upper_words, upper_ids = local.random() < 0.3, local.random() < 0.3
+    out = []
+    for raw in raws:
+        wire = raw.wire()
+        if upper_words:
+            wire["topics"] = [wire["topics"][0]] + [t[:2] + t[2:].upper() for t in wire["topics"][1:]]
+        if upper_ids:
+            wire["address"] = "0x" + wire["address"][2:].upper()
+            wire["transactionHash"] = "0x" + wire["transactionHash"][2:].upper()
+        out.append(wire)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hot_path_matches_eth_abi_on_random_logs(seed: int) -> None:
+    """decode() itself (the backfill's path, on the node's dicts) against eth-abi: random xStock
+    pairs and plain moves, edges included, in mixed case as nodes may send them."""
+    local = random.Random(seed)
+    logs, expected, index = [], [], 0
+    for i in range(300):
+        frm, to, amount, shares = random_case(local)
+        block, tx = 10 + i // 7, "0x" + local.getrandbits(256).to_bytes(32, "big").hex()
+        if local.random() < 0.7:
+            raws = pair(XSTOCK, frm, to, amount, shares, index=index, block=block, tx=tx)
+            parties = eth_abi_move(raws[0])
+            assert eth_abi_move(raws[1])[:2] == parties[:2]
+            expected.append(Transfer(XSTOCK, block, 1_700_000_000, tx, index, *parties,
+                                     eth_abi_move(raws[1])[2]))
+        else:
+            raws = [move(TRANSFER, ERC20, frm, to, amount, index=index, block=block, tx=tx)]
+            parties = eth_abi_move(raws[0])
+            expected.append(Transfer(ERC20, block, 1_700_000_000, tx, index, *parties, parties[2]))
+        logs += node_shape(raws, local)
+        index += len(raws)
+    out = decode.decode(logs, KINDS)
+    assert out.transfers == expected
+    assert [(t.from_address, t.to_address) for t in out.transfers] == [(e[5], e[6]) for e in expected]
 
 
 @pytest.mark.parametrize(
@@ -212,10 +255,29 @@ def test_data_uint_rejects_other_lengths(data: str) -> None:
         data_uint(data)
 
 
-def test_decode_move_rejects_four_topics() -> None:
-    raw = raw_log(XSTOCK, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB), word("uint256", 7)], "0x")
-    with pytest.raises(Malformed):
-        decode_move(raw)
+@pytest.mark.parametrize("token", [XSTOCK, ERC20])
+def test_a_move_with_four_topics_stops(token: str) -> None:
+    raw = raw_log(token, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB), word("uint256", 7)], "0x")
+    with pytest.raises(UnindexableLog, match="4 topics, expected 3"):
+        decode.decode([raw], KINDS)
+
+
+@pytest.mark.parametrize("data", ["0x" + "0" * 62 + "_1", "0x" + "0" * 63 + " ", " 0x" + "0" * 63,
+                                  "0x" + "0" * 63 + "g", "0x" + "0" * 62, "0x" + "0" * 66])
+@pytest.mark.parametrize("token", [XSTOCK, ERC20])
+def test_a_move_whose_data_is_not_one_hex_word_stops(token: str, data: str) -> None:
+    """What eth-abi would refuse (bytes.fromhex fails or the length is not 32) is never read as
+    a number by the fast path (int(x, 16) alone would accept "0_1" or a trailing space)."""
+    raw = raw_log(token, [TRANSFER.topic, addr_topic(ALICE), addr_topic(BOB)], data)
+    with pytest.raises(UnindexableLog, match="data"):
+        decode.decode([raw, *pair(XSTOCK, ALICE, BOB, 1, 1, index=1)], KINDS)
+
+
+@pytest.mark.parametrize("topic", ["0x" + "00" * 12 + "zz" * 20, "0x" + "00" * 11 + "01" + "11" * 20])
+def test_a_move_whose_party_is_not_an_address_word_stops(topic: str) -> None:
+    raw = raw_log(ERC20, [TRANSFER.topic, addr_topic(ALICE), topic], word("uint256", 7))
+    with pytest.raises(UnindexableLog, match="not an address"):
+        decode.decode([raw], KINDS)
 
 
 # --- every other event round-trips through decode() --------------------------------------------
@@ -290,11 +352,10 @@ def test_mint_burn_and_multiplier_in_one_stream() -> None:
         move(TRANSFER, ERC20, BOB, ALICE, 5, index=5),
     ]
     out = decode.decode(logs, KINDS)
-    assert [(t.token, t.log_index, t.amount_raw, t.shares, t.kind) for t in out.transfers] == [
-        (XSTOCK, 1, 110, 100, TransferKind.MINT),
-        (XSTOCK, 3, 55, 50, TransferKind.BURN),
-        (ERC20, 5, 5, 5, TransferKind.TRANSFER),
-    ]
+    assert [(t.token, t.log_index, t.amount_raw, t.shares) for t in out.transfers] == [
+        (XSTOCK, 1, 110, 100), (XSTOCK, 3, 55, 50), (ERC20, 5, 5, 5)]
+    assert [line.split("\t")[-1] for line in copy_text(1, out.transfers).decode().splitlines()] == [
+        "mint", "burn", "transfer"]
     assert [e.args for e in out.events] == [{"value": str(11 * 10**17)}]
     assert out.skipped == 0
 
@@ -485,23 +546,12 @@ def test_missing_timestamp_stops() -> None:
 
 @pytest.mark.parametrize(
     ("frm", "to", "kind"),
-    [
-        (ZERO_ADDRESS, ALICE, TransferKind.MINT),
-        (ALICE, ZERO_ADDRESS, TransferKind.BURN),
-        (ALICE, BOB, TransferKind.TRANSFER),
-        (ALICE, ALICE, TransferKind.TRANSFER),
-    ],
+    [(ZERO_ADDRESS, ALICE, "mint"), (ALICE, ZERO_ADDRESS, "burn"), (ALICE, BOB, "transfer"),
+     (ALICE, ALICE, "transfer")],
 )
-def test_transfer_kind(frm: str, to: str, kind: TransferKind) -> None:
-    transfer = Transfer(XSTOCK, 1, 1, TX, 0, frm, to, 5, 5)
-    assert transfer.kind is kind
-    assert str(transfer.kind) == kind.value
-
-
-def test_decoded_kinds_from_logs() -> None:
-    logs = [*pair(XSTOCK, ZERO_ADDRESS, ALICE, 5, 5, index=0), *pair(XSTOCK, ALICE, BOB, 2, 2, index=2),
-            *pair(XSTOCK, BOB, ZERO_ADDRESS, 1, 1, index=4)]
-    assert [t.kind.value for t in decode.decode(logs, KINDS).transfers] == ["mint", "transfer", "burn"]
+def test_copy_text_kind(frm: str, to: str, kind: str) -> None:
+    [line] = copy_text(1, [Transfer(XSTOCK, 1, 1, TX, 0, frm, to, 5, 5)]).decode().splitlines()
+    assert line.split("\t")[-1] == kind
 
 
 def test_many_random_pairs_round_trip() -> None:

@@ -94,3 +94,16 @@ async def test_readme_queries_run_and_agree_with_the_chain(world: World, world_c
     assert {r["underlying"] for r in backing} >= {"AAPL", "TSLA"}
     touched = {world.all_tokens[s]: a for s, a in sim.summary.touched.items()}
     assert await compare(database_url, world.rpc_url, touched) == []
+
+
+def test_readme_layout_names_every_module() -> None:
+    """The layout section is the newcomer's map: every module of the product and of the devnet
+    is on it, and it names no module that is gone."""
+    layout = README.split("## Layout", 1)[1]
+    for package in ("indexer", "devnet"):
+        modules = {p.name for p in (REPO_ROOT / package).rglob("*.py") if not p.name.startswith("__")}
+        missing = [m for m in sorted(modules) if m not in layout and not m.startswith("demo_")]
+        assert not missing, f"README layout misses {package}/{missing}"
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", layout))
+    existing = {p.name for p in REPO_ROOT.glob("*/**/*.py")}
+    assert named <= existing, sorted(named - existing)

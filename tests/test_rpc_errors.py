@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from indexer.chain import _split_point, parse_header, parse_log
+from indexer.chain import _split_point, parse_header
+from indexer.decode import parse_wire
 from indexer.errors import Retryable, RpcError, RpcRangeTooLarge, RpcUnavailable
 from indexer.models import Header, RawLog
 from indexer.rpc import _RANGE_ERRORS, StateUnavailable, _is_transient, _result
@@ -152,7 +153,7 @@ def test_error_given_as_a_string() -> None:
     assert "boom" in str(info.value) and "eth_chainId" in str(info.value)
 
 
-# --- parse_log / parse_header -----------------------------------------------------------------
+# --- parse_wire / parse_header -----------------------------------------------------------------
 
 LOG = {
     "address": "0xA1A1a1a1A1a1A1a1a1a1A1A1A1A1A1a1a1a1a1a1",
@@ -166,8 +167,8 @@ LOG = {
 }
 
 
-def test_parse_log_lowercases_and_reads_hex() -> None:
-    raw = parse_log({**LOG, "blockTimestamp": "0x6553f100"})
+def test_parse_wire_lowercases_and_reads_hex() -> None:
+    raw = parse_wire({**LOG, "blockTimestamp": "0x6553f100"})
     assert raw == RawLog(
         address="0x" + "a1" * 20,
         topics=("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef", "0x" + "0" * 24 + "ab" * 20),
@@ -181,8 +182,8 @@ def test_parse_log_lowercases_and_reads_hex() -> None:
 
 
 @pytest.mark.parametrize("extra", [{}, {"blockTimestamp": None}])
-def test_parse_log_without_timestamp(extra: dict[str, Any]) -> None:
-    assert parse_log({**LOG, **extra}).block_time is None
+def test_parse_wire_without_timestamp(extra: dict[str, Any]) -> None:
+    assert parse_wire({**LOG, **extra}).block_time is None
 
 
 def test_parse_header() -> None:
@@ -210,3 +211,17 @@ def test_a_block_above_the_head_is_a_moved_chain(message: str) -> None:
     with pytest.raises(ChainMoved) as caught:
         _result({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": message}}, "eth_call")
     assert isinstance(caught.value, Retryable)
+
+
+@pytest.mark.parametrize("answer", [{"a": 1}, [LOG, 1], [LOG, "x"], [None], [[LOG]]])
+def test_a_logs_answer_that_is_not_a_list_of_objects_is_unusable(answer: Any) -> None:
+    from indexer.chain import _clean
+
+    with pytest.raises(RpcUnavailable):
+        _clean(answer)
+
+
+def test_removed_logs_are_dropped() -> None:
+    from indexer.chain import _clean
+
+    assert _clean([LOG, {**LOG, "removed": True}, {**LOG, "logIndex": "0xb"}]) == [LOG, {**LOG, "logIndex": "0xb"}]

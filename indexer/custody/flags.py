@@ -15,7 +15,6 @@ import json
 
 import asyncpg
 
-from .. import metrics
 from ..config import Settings
 from ..errors import InputError
 from ..store import Store
@@ -83,6 +82,8 @@ async def export_gauge(store: Store) -> None:
         """SELECT rule, severity, acknowledged_at IS NOT NULL AS acked, count(*) FILTER (WHERE closed_at IS NULL) AS n
              FROM backing_flags GROUP BY 1, 2, 3""")
     counts = {(r["rule"], r["severity"], "yes" if r["acked"] else "no"): int(r["n"]) for r in rows}
+    from .. import metrics  # prometheus_client: where gauges are set, not on status' start-up
+
     _SEEN.update((rule, severity) for rule, severity, _ in counts)
     for rule, severity in _SEEN:
         for acked in ("yes", "no"):
