@@ -69,8 +69,9 @@ async def read_tokens(chain: Chain, chain_id: int, wanted: Sequence[Wanted], blo
         later = isinstance(block, str) or block > w.start_block
         if later and views.as_multiplier(at(w.start_block, w.address)) is not None:
             kind = TokenKind.XSTOCK  # an xStock at its start block already
-        elif later:  # not an xStock then, no state then, or no code yet: asked step by step
-            kind = await kind_at_start(chain, w.address, w.start_block, kind)
+        elif later and got.get(w.start_block) is not None:  # not an xStock then, or no code yet
+            kind = await kind_at_start(chain, w.address, w.start_block, kind, known=True)
+        # (no state at the start block: the kind answered now is kept, as kind_at_start does)
         sym = w.symbol or views.as_text(answers[0]) or w.address[:10]
         decimals = views.as_uint(answers[2])
         info = TokenInfo(chain_id, w.address, sym, views.as_text(answers[1]) or sym,
@@ -93,13 +94,14 @@ async def read_token(
     return (await read_tokens(chain, chain_id, [Wanted(address, start_block, symbol, underlying)], block, source))[0][0]
 
 
-async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind) -> TokenKind:
+async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind, known: bool = False) -> TokenKind:
     """The kind of the token when it is first indexed: at ``start`` or, when its code was
     deployed later, at the block it was (found by bisection on eth_getCode: about log2(head)
     calls, once per token). An upgrade after that changes the kind at its block (upgrades.py);
-    without historical state the kind answered now is kept."""
+    without historical state the kind answered now is kept. ``known``: getCurrentMultiplier at
+    ``start`` was asked already and answered no multiplier (read_tokens' batch)."""
     try:
-        answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, start)
+        answer = None if known else await chain.call(address, views.GET_CURRENT_MULTIPLIER, start)
         if views.as_multiplier(answer) is None and not await _has_code(chain, address, start):
             lo, hi = start, await chain.head()  # no code at lo, code at hi
             while hi - lo > 1:

@@ -34,6 +34,12 @@ async def test_every_xstock_in_one_round_trip(world: World) -> None:
                 assert info == await read_token(chain, world.chain_id, w.address, "latest", start, "config")
                 if info is not None and info.kind is TokenKind.ERC20:
                     assert m == ONE
+            # configured from a block before their code: the kind where the code appeared
+            early = [Wanted(a, 1) for a in world.all_tokens.values()]
+            for w, (info, _) in zip(early, await read_tokens(chain, world.chain_id, early, "latest", "config"),
+                                    strict=True):
+                assert info is not None
+                assert info.kind is (TokenKind.XSTOCK if w.address in xstocks else TokenKind.ERC20), w
             nothing = await read_tokens(chain, world.chain_id, [Wanted("0x" + "00" * 18 + "dead", start)], "latest",
                                         "config")
             assert nothing == [(None, ONE)]  # no code there
