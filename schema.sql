@@ -52,10 +52,11 @@ CREATE TABLE IF NOT EXISTS recent_blocks (
     block_number  bigint NOT NULL,
     block_hash    text NOT NULL,
     parent_hash   text NOT NULL,
-    block_time    timestamptz NOT NULL,
+    block_time    timestamptz,
     PRIMARY KEY (chain_id, block_number)
 );
 COMMENT ON TABLE recent_blocks IS 'Hashes of recently indexed blocks (at least max_reorg_depth of them), used to find the common ancestor after a reorg.';
+COMMENT ON COLUMN recent_blocks.block_time IS 'NULL for a block known by its hash alone (read with blockhash, not its header).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Internal: tokens and the share ledger

@@ -16,7 +16,9 @@ What it adds to the node behind it:
   (about 12 ms each past a few thousand), so hundreds of thousands of real ones are out of
   reach; stretching keeps what a client sees (numbers, ranges, links, state by number) without
   them. State in an empty block is its real predecessor's: exact for everything but a
-  multiplier that changes with time alone (the benchmark's workload schedules none).
+  multiplier that changes with time alone (the benchmark's workload schedules none). An
+  eth_call with a state override (the indexer's reader) runs with the shown block's number and
+  the shown hashes for ``blockhash`` (anvil's block overrides).
 
 It counts every JSON-RPC call per method, HTTP requests, 429s and refusals (``stats``).
 Runs an aiohttp server on its own event loop in a background thread (``with Provider(...)``).
@@ -78,6 +80,7 @@ class Provider:
         self.max_logs = max_logs
         self.stretch = max(1, stretch)
         self.stats: Counter[str] = Counter()
+        self._hashes: dict[int, str] = {}  # real block -> hash (stretch: the shown blocks' hashes)
         self.ranges: list[tuple[int, int, str]] = []  # every eth_getLogs range asked, and its fate
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -166,6 +169,8 @@ class Provider:
             out = await self._block(params)
         else:
             index = _BLOCK_ARG.get(str(method))
+            if method == "eth_call" and self.stretch > 1 and len(params) == 3 and str(params[1]).startswith("0x"):
+                params.append(await self._stretched_context(int(params[1], 16)))
             if index is not None and len(params) > index:
                 params[index] = self._real_tag(params[index])
             out = await self._upstream(str(method), params)
@@ -175,6 +180,24 @@ class Provider:
         if isinstance(tag, str) and tag.startswith("0x"):
             return hex(int(tag, 16) // self.stretch)
         return tag
+
+    async def _stretched_context(self, virtual: int) -> dict[str, Any]:
+        """Block overrides for an eth_call with a state override (the indexer's reader, which
+        asks ``blockhash``) at shown block ``virtual``: its number, and the hashes of the 256
+        shown blocks below it as the headers show them."""
+        hashes: dict[str, str] = {}
+        for n in range(max(0, virtual - 256), virtual):
+            real, k = divmod(n, self.stretch)
+            real_hash = await self._real_hash(real)
+            hashes[str(n)] = real_hash if k == 0 else self._filler_hash(real_hash, k)
+        return {"number": hex(virtual), "blockHash": hashes}
+
+    async def _real_hash(self, real: int) -> str:
+        known = self._hashes.get(real)
+        if known is None:
+            out = await self._upstream("eth_getBlockByNumber", [hex(real), False])
+            known = self._hashes[real] = str(out["result"]["hash"])
+        return known
 
     def _filler_hash(self, real_hash: str, k: int) -> str:
         return "0x" + hashlib.sha256(f"{real_hash}:{k}".encode()).hexdigest()

@@ -68,6 +68,7 @@ class BatchWrite:
     synced_block: int
     synced_tokens: list[str]
     headers: list[Header] = field(default_factory=list)
+    tail: list[tuple[int, str, str]] = field(default_factory=list)  # blocks known by hash alone: number, hash, parent
     transfers: list[Transfer] = field(default_factory=list)
     events: list[TokenEvent] = field(default_factory=list)
     ledger: LedgerBatch = field(default_factory=LedgerBatch)
@@ -148,13 +149,14 @@ async def write_batch(conn: asyncpg.Connection, b: BatchWrite) -> bool:
              FROM unnest($3::text[], $4::numeric[]) AS u(token, m)
             WHERE t.chain_id = $1 AND t.token = u.token""",
         chain_id, b.synced_block, tokens, [b.multipliers.get(t) for t in tokens])
-    if b.headers:
+    if b.headers or b.tail:
         await conn.executemany(
             """INSERT INTO recent_blocks (chain_id, block_number, block_hash, parent_hash, block_time)
                VALUES ($1,$2,$3,$4,$5) ON CONFLICT (chain_id, block_number)
                DO UPDATE SET block_hash = EXCLUDED.block_hash, parent_hash = EXCLUDED.parent_hash,
                              block_time = EXCLUDED.block_time""",
-            [(chain_id, h.number, h.hash, h.parent_hash, ts(h.timestamp)) for h in b.headers])
+            [(chain_id, h.number, h.hash, h.parent_hash, ts(h.timestamp)) for h in b.headers]
+            + [(chain_id, n, h, p, None) for n, h, p in b.tail])
     if b.cursor is not None:
         c = b.cursor
         await conn.execute(

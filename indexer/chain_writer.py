@@ -16,7 +16,7 @@ from .config import ChainConfig, Settings
 from .errors import ConfigError
 from .store import Store, TokenState
 from .sync import ChainSync
-from .tokens import initial_multiplier, read_token
+from .tokens import Wanted, read_tokens
 
 
 @asynccontextmanager
@@ -54,16 +54,16 @@ async def _register_tokens(sync: ChainSync, settings: Settings) -> None:
     await store.ensure_chain(sync.chain_id, name)
     sync.cursor = await store.cursor(sync.chain_id)
     sync.tokens = await store.tokens(sync.chain_id)
+    todo = [(i, tc) for i, tc in enumerate(t for t in settings.tokens if t.chain == name)
+            if tc.address not in sync.tokens]
+    # every token's identity, kind at its start and multiplier before it in one round trip
+    wanted = [Wanted(tc.address, max(tc.start_block, sync.floor), tc.symbol, tc.underlying) for _, tc in todo]
+    read = await read_tokens(sync.chain, sync.chain_id, wanted, "latest", "config", before=True) if todo else []
     fresh = []
-    for i, tc in enumerate(t for t in settings.tokens if t.chain == name):
-        if tc.address in sync.tokens:
-            continue
-        start = max(tc.start_block, sync.floor)
-        info = await read_token(sync.chain, sync.chain_id, tc.address, "latest", start, "config", tc.symbol,
-                                tc.underlying)
+    for (i, tc), w, (info, before) in zip(todo, wanted, read, strict=True):
         if info is None:
             raise ConfigError(f"token {tc.address} (token[{i}]) has no contract code on chain {name}")
-        fresh.append(TokenState(info, start - 1, await initial_multiplier(sync.chain, info)))
+        fresh.append(TokenState(info, w.start_block - 1, before))
     if fresh:
         await store.add_tokens(fresh)
         sync.tokens = await store.tokens(sync.chain_id)

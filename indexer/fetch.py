@@ -15,11 +15,12 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import decode
+from . import contract_views as views
+from . import decode, multicall
 from .batch_sql import TokenState
 from .chain import Chain
 from .errors import ChainMoved, ReorgTooDeep, UnindexableLog
-from .follow import Reading, read_states
+from .follow import Reading, parse_state, read_states
 from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
 from .tokens import announced_tokens
@@ -41,26 +42,36 @@ class Fetched:
     kinds: dict[str, TokenKind] = field(default_factory=dict)  # the kinds the logs were decoded with
     changes: list[KindChange] = field(default_factory=list)  # upgrades in place inside the range
     raws: list[Wire] | None = None  # kept, undecoded, when decoding failed ahead of the cursor
+    tail: dict[int, tuple[str, str]] = field(default_factory=dict)  # (hash, parent) of tail blocks not in headers
 
 
 async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, TokenState], factories: list[str],
                       start: int, end: int, head: int, reorg_depth: int) -> Fetched:
     """Headers, logs and the xStocks' multiplier state at the end of [start, end] or, when its
     logs would be more than a batch holds, of a shorter range from ``start`` (``Fetched.end``).
-    The logs come in as many eth_getLogs requests as the node's limits take (``tiled_logs``)."""
-    headers = await read_headers(chain, start, end, head, reorg_depth)
+    The logs come in as many eth_getLogs requests as the node's limits take (``tiled_logs``).
+    The reorg-reachable tail's hashes come in the end's state read (``Fetched.tail``, one
+    eth_call; multicall.py), headers only for the range's ends; a node refusing overrides (or a
+    tail beyond blockhash's reach) gets every tail header, as before."""
+    tail = tail_blocks(start, end, head, reorg_depth)
+    by_reader = bool(tail) and end - tail[0] < multicall.HASH_REACH and not multicall.plain(chain)
+    headers = await read_headers(chain, start, end, head, 0 if by_reader else reorg_depth)
     addresses = [*active, *factories]
     asked = end
     # The states at the range's end are read beside its logs (kept if the range is not cut).
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
     times = {end: headers[end].timestamp}
-    (raws, end), states = await asyncio.gather(
+    (raws, end), (states, hashes) = await asyncio.gather(
         tiled_logs(chain, addresses, start, end, headers, sizer),
-        read_states(chain, [(a, end) for a in xstocks], times, strict=True) if xstocks else _nothing())
+        read_end(chain, xstocks, end, times, tail[0] - 1 if by_reader else None))
     at_end = {a: states[(a, asked)] for a in xstocks}
+    found: dict[int, tuple[str, str]] = {}
+    if by_reader:
+        found = await tail_hashes(chain, raws, headers, tail, hashes, asked)
     if end < asked:
         at_end = {}
         headers = {n: h for n, h in headers.items() if n <= end}
+        found = {n: t for n, t in found.items() if n < end}
         if end not in headers:  # below the reorg-reachable tail, where only the ends are read
             headers[end] = await chain.header(end)
     kinds = {a: t.info.kind for a, t in active.items()}
@@ -69,8 +80,61 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
     except UnindexableLog:
         # Maybe only ahead of the cursor: a range before this one may upgrade a token (its kind
         # then changes); apply decodes again with the kinds of that time and raises if still so.
-        return Fetched(start, end, headers, Decoded(), len(raws), frozenset(addresses), at_end, kinds, [], raws)
-    return Fetched(start, end, headers, decoded, len(raws), frozenset(addresses), at_end, kinds, changes)
+        return Fetched(start, end, headers, Decoded(), len(raws), frozenset(addresses), at_end, kinds, [], raws,
+                       found)
+    return Fetched(start, end, headers, decoded, len(raws), frozenset(addresses), at_end, kinds, changes,
+                   tail=found)
+
+
+def tail_blocks(start: int, end: int, head: int, reorg_depth: int) -> list[int]:
+    """The blocks of [start, end] within reorg reach of ``head`` other than the range's ends
+    (whose headers are read anyway): their hashes are kept for the reorg walk-back."""
+    return list(range(max(start + 1, head - reorg_depth + 1), end))
+
+
+async def read_end(chain: Chain, xstocks: list[str], end: int, times: dict[int, int], first: int | None,
+                   ) -> tuple[dict[tuple[str, int], Reading], list[str] | None]:
+    """The xStocks' states at ``end`` and, from ``first``: the hashes of blocks first .. end - 1,
+    in ONE eth_call (multicall.py); hashes None when the node did not answer them."""
+    if first is None:
+        return (await read_states(chain, [(a, end) for a in xstocks], times) if xstocks else {}), None
+    count = end - first
+    calls = [multicall.hashes_call(first, count), *((a, d) for a in xstocks for d in views.STATE_VIEWS)]
+    answers, stamps = await multicall.views_at(chain, {end: calls})
+    got = answers[end]
+    assert got is not None  # strict: a missing state raises
+    t = stamps.get(end, times[end])
+    width = len(views.STATE_VIEWS)
+    states = {(a, end): parse_state(got[1 + i * width:1 + (i + 1) * width], t) for i, a in enumerate(xstocks)}
+    return states, multicall.parse_hashes(got[0], count)
+
+
+async def tail_hashes(chain: Chain, raws: list[Wire], headers: dict[int, Header], tail: list[int],
+                      hashes: list[str] | None, end: int) -> dict[int, tuple[str, str]]:
+    """(hash, parent hash) of each tail block not among ``headers``, from the reader's hashes
+    (of blocks tail[0] - 1 .. end - 1), checked to link to the end's header (and the start's,
+    when it is below the tail) and to the logs' block hashes; without them, the tail's headers
+    (added to ``headers``), as for a node refusing overrides."""
+    if hashes is None:
+        more = await read_headers_of(chain, [n for n in tail if n not in headers])
+        headers.update(more)
+        return {}
+    first = tail[0] - 1
+    by_number = {first + i: h for i, h in enumerate(hashes)}
+    for n, h in headers.items():
+        if (n in by_number and by_number[n] != h.hash) or (n - 1 in by_number and by_number[n - 1] != h.parent_hash):
+            raise ChainMoved(f"block {n}'s header does not link to the hashes read at block {end}: "
+                             "the chain moved while reading")
+    for r in raws:
+        number = int(str(r.get("blockNumber", "0x0")), 16)
+        if number in by_number and by_number[number] != str(r.get("blockHash", "")).lower():
+            raise ChainMoved(f"a log in block {number} has hash {str(r.get('blockHash'))[:10]}, "
+                             f"the chain's hashes at block {end} say {by_number[number][:10]}")
+    return {n: (by_number[n], by_number[n - 1]) for n in tail if n not in headers}
+
+
+async def read_headers_of(chain: Chain, numbers: list[int]) -> dict[int, Header]:
+    return {h.number: h for h in await chain.headers(numbers)} if numbers else {}
 
 
 async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header],
@@ -109,10 +173,6 @@ async def decode_followed(chain: Chain, raws: list[Wire], active: Mapping[str, T
     order = sorted([t for p in parts for t in p.transfers], key=lambda t: (t.block_number, t.log_index))
     events = sorted([e for p in parts for e in p.events], key=lambda e: (e.block_number, e.log_index))
     return Decoded(order, events, [n for p in parts for n in p.new_tokens]), changes
-
-
-async def _nothing() -> dict[tuple[str, int], Reading]:
-    return {}
 
 
 def decode_range(raws: list[Wire], active: Mapping[str, TokenState], factories: list[str], start: int,

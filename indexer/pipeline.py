@@ -66,7 +66,8 @@ async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, st
                       ahead: int) -> int:
     """Apply [start, end] range by range, in order, while a producer fetches the next ones."""
     queue: asyncio.Queue[Fetched | BaseException | None] = asyncio.Queue(maxsize=ahead)
-    producer = asyncio.create_task(_produce(sync, start, end, queue))
+    applied = asyncio.Event()  # set after each range applied (the producer may wait for one)
+    producer = asyncio.create_task(_produce(sync, start, end, queue, applied))
     steps = 0
     try:
         async with sync.overlapping():
@@ -77,6 +78,7 @@ async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, st
                 if isinstance(item, BaseException):
                     raise item
                 result = await sync.apply(item)
+                applied.set()
                 steps += 1
                 on_step(result)
                 if result.reorg_depth:  # what was fetched after it is of the old branch
@@ -87,10 +89,14 @@ async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, st
     return steps
 
 
-async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[Fetched | BaseException | None]) -> None:
+async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[Fetched | BaseException | None],
+                   applied: asyncio.Event) -> None:
     """Fetch ranges one after another (each sized from the answers before it, so a range never
     runs blind into dense blocks by more than 2x), FETCHERS at a time, handing them over in
-    order. A range cut short (the answer was too large) is planned again from where it ended."""
+    order. A range cut short (the answer was too large) is planned again from where it ended. A
+    range whose factory announced tokens not followed yet is applied before the next ones are
+    planned: they are fetched with the new tokens' addresses (else each range fetched ahead
+    asks its logs again for them when applied: 12 calls of 209 in the remote benchmark)."""
     pending: deque[tuple[int, asyncio.Task[Fetched]]] = deque()
     next_start = start
     try:
@@ -108,6 +114,10 @@ async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[F
                 pending.clear()
                 next_start = fetched.end + 1
             await queue.put(fetched)
+            if any(nt.token not in sync.tokens for nt in fetched.decoded.new_tokens) and next_start <= end:
+                while sync.cursor is None or sync.cursor.block_number < fetched.end:
+                    applied.clear()
+                    await applied.wait()
         await queue.put(None)
     except Exception as exc:  # handed to the consumer, which raises it in order
         await queue.put(exc)

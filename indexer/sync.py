@@ -62,6 +62,7 @@ class Span:
     headers: dict[int, Header] = field(repr=False)
     cursor: Cursor | None = None
     late: bool = False
+    tail: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)  # fetch.Fetched.tail
 
 
 class ChainSync:
@@ -162,7 +163,8 @@ class ChainSync:
             decoded, kinds = merge(decoded, late), kinds + more
             n_logs += len(raws)
         known = {a: r for a, r in fetched.states.items() if a not in stale}
-        result = await self._index_range(Span(active, factories, base, start, end, fetched.headers, cursor),
+        result = await self._index_range(Span(active, factories, base, start, end, fetched.headers, cursor,
+                                              tail=fetched.tail),
                                          (decoded, n_logs, kinds), known)
         return StepResult(start, end, *result, seconds=time.perf_counter() - started)
 
@@ -253,6 +255,7 @@ class ChainSync:
             synced_block=end,
             synced_tokens=list(active),
             headers=list(headers.values()) if move_cursor else [],
+            tail=[(n, h, p) for n, (h, p) in span.tail.items() if n not in headers] if move_cursor else [],
             transfers=transfers,
             events=events,
             ledger=fold(transfers),

@@ -8,7 +8,8 @@ is absorbed: the value at the range's end then comes from the events, the start'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from . import contract_views as views
 from . import logconfig
@@ -19,49 +20,88 @@ from .models import ONE, Header, MultiplierChange, NewToken, TokenEvent, TokenIn
 from .multicall import views_at
 
 log = logconfig.get("tokens")
+IDENTITY = (views.SYMBOL, views.NAME, views.DECIMALS, views.GET_CURRENT_MULTIPLIER)  # read_tokens' views, in order
+
+
+class Wanted(NamedTuple):
+    """A token to read: its address, the block it is first indexed at, and what the config or
+    the announcing factory already says of it."""
+
+    address: str
+    start_block: int
+    symbol: str | None = None
+    underlying: str | None = None
+
+
+async def read_tokens(chain: Chain, chain_id: int, wanted: Sequence[Wanted], block: int | str, source: str,
+                      before: bool = False) -> list[tuple[TokenInfo | None, int]]:
+    """What each contract says of itself at ``block``: symbol, name, decimals and kind (an
+    xStock answers getCurrentMultiplier), None when there is no code there; with ``before``, the
+    multiplier in force just before its start block (1e18 for an ERC-20 or without the state).
+    Every token in ONE round trip: one eth_call per block asked (multicall.py): ``block``, the
+    start blocks (the kind there) and, ``before``, the blocks below them. The code is asked only
+    when no view answers; a token not an xStock at its start block is asked step by step."""
+    asks: dict[int | str, list[tuple[str, str]]] = {block: []}
+    for w in wanted:
+        asks[block] += [(w.address, v) for v in IDENTITY]
+    for w in wanted:
+        for n in (w.start_block, *((w.start_block - 1,) if before and w.start_block > 0 else ())):
+            if n != block and (isinstance(block, str) or n < block):
+                asks.setdefault(n, []).append((w.address, views.GET_CURRENT_MULTIPLIER))
+    got = (await views_at(chain, asks, strict=False))[0]
+    if got[block] is None:
+        raise StateUnavailable(f"no state for tokens {[w.address for w in wanted][:3]} at block {block}")
+
+    def at(n: int, address: str) -> bytes | None:
+        answers, calls = got.get(n), asks.get(n, [])
+        ask = (address, views.GET_CURRENT_MULTIPLIER)
+        return None if answers is None or ask not in calls else answers[calls.index(ask)]
+
+    out: list[tuple[TokenInfo | None, int]] = []
+    for i, w in enumerate(wanted):
+        answers = (got[block] or [])[4 * i:4 * i + 4]
+        if all(a is None for a in answers):
+            code = await chain.rpc.request("eth_getCode", [w.address, hex(block) if isinstance(block, int) else block])
+            if not code or code == "0x":
+                out.append((None, ONE))
+                continue
+        kind = TokenKind.XSTOCK if views.as_multiplier(answers[3]) is not None else TokenKind.ERC20
+        later = isinstance(block, str) or block > w.start_block
+        if later and views.as_multiplier(at(w.start_block, w.address)) is not None:
+            kind = TokenKind.XSTOCK  # an xStock at its start block already
+        elif later and got.get(w.start_block) is not None:  # not an xStock then, or no code yet
+            kind = await kind_at_start(chain, w.address, w.start_block, kind, known=True)
+        # (no state at the start block: the kind answered now is kept, as kind_at_start does)
+        sym = w.symbol or views.as_text(answers[0]) or w.address[:10]
+        decimals = views.as_uint(answers[2])
+        info = TokenInfo(chain_id, w.address, sym, views.as_text(answers[1]) or sym,
+                         w.underlying or underlying_of(sym), 18 if decimals is None else decimals,
+                         kind, w.start_block, source)
+        m = ONE
+        if before and kind is TokenKind.XSTOCK and w.start_block > 0:
+            if got.get(w.start_block - 1) is None:
+                log.warning("no_historical_state", token=w.address, block=w.start_block - 1)
+            m = views.as_multiplier(at(w.start_block - 1, w.address)) or ONE
+        out.append((info, m))
+    return out
 
 
 async def read_token(
     chain: Chain, chain_id: int, address: str, block: int | str, start_block: int, source: str,
     symbol: str | None = None, underlying: str | None = None,
 ) -> TokenInfo | None:
-    """What the contract at ``address`` says of itself at ``block``: symbol, name, decimals and
-    kind (an xStock answers getCurrentMultiplier); None when there is no code there."""
-    # one eth_call for the four views (multicall.py) and, in the same round trip, one for the
-    # kind at the start block; the code is asked only when no view answers
-    later = isinstance(block, str) or block > start_block
-    asks: dict[int | str, list[tuple[str, str]]] = {block: [(address, views.SYMBOL), (address, views.NAME),
-                                                            (address, views.DECIMALS),
-                                                            (address, views.GET_CURRENT_MULTIPLIER)]}
-    if later:
-        asks[start_block] = [(address, views.GET_CURRENT_MULTIPLIER)]
-    got = (await views_at(chain, asks, strict=False))[0]
-    answers = got[block]
-    if answers is None:
-        raise StateUnavailable(f"no state for token {address} at block {block}")
-    if all(a is None for a in answers):
-        code = await chain.rpc.request("eth_getCode", [address, hex(block) if isinstance(block, int) else block])
-        if not code or code == "0x":
-            return None
-    sym = symbol or views.as_text(answers[0]) or address[:10]
-    kind = TokenKind.XSTOCK if views.as_multiplier(answers[3]) is not None else TokenKind.ERC20
-    at_start = got.get(start_block) if later else None
-    if at_start is not None and views.as_multiplier(at_start[0]) is not None:
-        kind = TokenKind.XSTOCK  # an xStock at its start block already
-    elif later:  # not an xStock then, no state then, or no code yet: asked step by step
-        kind = await kind_at_start(chain, address, start_block, kind)
-    decimals = views.as_uint(answers[2])
-    return TokenInfo(chain_id, address, sym, views.as_text(answers[1]) or sym,
-                     underlying or underlying_of(sym), 18 if decimals is None else decimals,
-                     kind, start_block, source)
+    """One token's :func:`read_tokens`."""
+    return (await read_tokens(chain, chain_id, [Wanted(address, start_block, symbol, underlying)], block, source))[0][0]
 
-async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind) -> TokenKind:
+
+async def kind_at_start(chain: Chain, address: str, start: int, latest: TokenKind, known: bool = False) -> TokenKind:
     """The kind of the token when it is first indexed: at ``start`` or, when its code was
     deployed later, at the block it was (found by bisection on eth_getCode: about log2(head)
     calls, once per token). An upgrade after that changes the kind at its block (upgrades.py);
-    without historical state the kind answered now is kept."""
+    without historical state the kind answered now is kept. ``known``: getCurrentMultiplier at
+    ``start`` was asked already and answered no multiplier (read_tokens' batch)."""
     try:
-        answer = await chain.call(address, views.GET_CURRENT_MULTIPLIER, start)
+        answer = None if known else await chain.call(address, views.GET_CURRENT_MULTIPLIER, start)
         if views.as_multiplier(answer) is None and not await _has_code(chain, address, start):
             lo, hi = start, await chain.head()  # no code at lo, code at hi
             while hi - lo > 1:
@@ -78,33 +118,25 @@ async def _has_code(chain: Chain, address: str, block: int) -> bool:
     return bool(code) and code != "0x"
 
 
-async def initial_multiplier(chain: Chain, info: TokenInfo) -> int:
-    """The multiplier in force just before the token's start block (1e18 without the state)."""
-    if info.kind is TokenKind.ERC20 or info.start_block == 0:
-        return ONE
-    try:
-        value = views.as_multiplier(await chain.call(info.address, views.GET_CURRENT_MULTIPLIER,
-                                                          info.start_block - 1))
-    except StateUnavailable:
-        log.warning("no_historical_state", token=info.address, block=info.start_block - 1)
-        return ONE
-    return value or ONE
-
-
 async def announced_tokens(chain: Chain, chain_id: int, announced: list[NewToken], known: set[str],
                            end: int) -> list[TokenState]:
     """The tokens a followed factory announced (NewToken) that are not ``known`` yet, read from
     their contracts at ``end`` (an address without code is ignored), starting at the announcing
     block."""
-    states: list[TokenState] = []
+    fresh: dict[str, NewToken] = {}
     for nt in announced:
-        if nt.token in known or any(s.info.address == nt.token for s in states):
-            continue
-        info = await read_token(chain, chain_id, nt.token, end, nt.block_number, f"factory:{nt.factory}", nt.symbol)
+        if nt.token not in known:
+            fresh.setdefault(nt.token, nt)
+    if not fresh:
+        return []
+    read = await read_tokens(chain, chain_id, [Wanted(nt.token, nt.block_number, nt.symbol) for nt in fresh.values()],
+                             end, "factory")  # all in one round trip
+    states: list[TokenState] = []
+    for nt, (info, _) in zip(fresh.values(), read, strict=True):
         if info is None:
             continue
         info = TokenInfo(info.chain_id, info.address, nt.symbol, nt.name, underlying_of(nt.symbol),
-                         info.decimals, info.kind, nt.block_number, info.source)
+                         info.decimals, info.kind, nt.block_number, f"factory:{nt.factory}")
         states.append(TokenState(info, nt.block_number - 1, ONE))
         log.info("token_discovered", token=nt.token, symbol=nt.symbol, block=nt.block_number, kind=info.kind.value)
     return states

@@ -105,6 +105,18 @@ async def test_reorg_in_the_prefetched_tail_is_rewound_then_indexed(world: World
         sim.batch("TSLAx", n=5)  # one transaction, one block
     assert cli("backfill", config=world_config).returncode == 0
     old_head = anvil.block_number()
+    # the tail's hashes came in the range ends' state reads (blockhash), not one header each:
+    # blocks known by hash alone, and every stored hash is the node's
+    conn = await asyncpg.connect(database_url)
+    try:
+        kept = await conn.fetch("SELECT block_number, block_hash, parent_hash, block_time FROM recent_blocks")
+    finally:
+        await conn.close()
+    by_hash = {r["block_number"] for r in kept if r["block_time"] is None}
+    assert base in by_hash, sorted(by_hash)  # the walk-back below finds its ancestor among them
+    node = {r["block_number"]: anvil.rpc("eth_getBlockByNumber", [hex(r["block_number"]), False]) for r in kept}
+    assert all(r["block_hash"] == node[r["block_number"]]["hash"] for r in kept)
+    assert all(r["parent_hash"] == node[r["block_number"]]["parentHash"] for r in kept)
     anvil.revert(snap)
     branch = Simulator(world, seed=131, n_holders=6)
     branch.run(blocks=10, moves_per_block=4)

@@ -60,3 +60,39 @@ async def test_a_node_refusing_overrides_gets_plain_batches(world: World) -> Non
             assert proxy.stats["refused_override"] == 1  # asked once per client, not again
         finally:
             await chain.rpc.close()
+
+
+async def test_the_tail_hashes_from_the_reader_are_the_headers_hashes(world: World) -> None:
+    with RpcProxy(world.rpc_url) as proxy:
+        chain = Chain(Rpc([proxy.url]))
+        try:
+            head = await chain.head()
+            first = max(0, head - 20)
+            asks = {head: [multicall.hashes_call(first, head - first), *_asks(world)]}
+            before = proxy.stats["method:eth_call"]
+            answers, _ = await multicall.views_at(chain, asks)
+            assert proxy.stats["method:eth_call"] - before == 1  # the hashes ride in the state read
+            got = multicall.parse_hashes((answers[head] or [None])[0], head - first)
+            assert got == [h.hash for h in await chain.headers(list(range(first, head)))]
+            assert answers[head][1:] == await chain.call_many(asks[head][1:], head)  # type: ignore[index]
+            # a block out of blockhash's reach (or the call's own block) answers zero: no hashes
+            asks = {head: [multicall.hashes_call(first, head - first + 1)]}
+            assert multicall.parse_hashes((await multicall.views_at(chain, asks))[0][head][0], head - first + 1) is None  # type: ignore[index]
+        finally:
+            await chain.rpc.close()
+
+
+async def test_a_node_refusing_overrides_answers_no_hashes(world: World) -> None:
+    with RpcProxy(world.rpc_url) as proxy:
+        proxy.no_overrides = True
+        chain = Chain(Rpc([proxy.url]))
+        try:
+            head = await chain.head()
+            asks = {head: [multicall.hashes_call(head - 2, 2), *_asks(world)]}
+            await multicall.views_at(chain, asks)  # the refusal
+            before = proxy.stats["method:eth_call"]
+            answers, _ = await multicall.views_at(chain, asks)
+            assert answers[head][0] is None  # type: ignore[index]
+            assert proxy.stats["method:eth_call"] - before == len(asks[head]) - 1  # the reader's view not asked
+        finally:
+            await chain.rpc.close()

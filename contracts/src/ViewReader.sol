@@ -16,6 +16,16 @@ contract ViewReader {
         }
     }
 
+    /// @notice The hashes of blocks first .. first + count - 1, all below the block the call runs
+    /// at and at most 256 below it (older or later ones answer zero): the reorg-reachable tail's
+    /// hashes without a header each.
+    function hashes(uint256 first, uint256 count) external view returns (bytes32[] memory out) {
+        out = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            out[i] = blockhash(first + i);
+        }
+    }
+
     /// @notice The timestamp of the block the call runs at (its header need not be asked).
     function time() external view returns (uint256) {
         return block.timestamp;
