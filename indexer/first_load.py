@@ -72,6 +72,7 @@ async def finish(store: Store) -> None:
         await store.retry("build_indexes", build_all)
         log.info("indexes_built", indexes=missing, seconds=round(time.perf_counter() - started, 3))
     started = time.perf_counter()
-    pending = await store.fetch("SELECT 1 FROM bulk_load LIMIT 1")  # a read first: a standby serves it
-    if pending and await store.transact("finish_bulk", finish_bulk):
+    if not await store.fetch("SELECT 1 FROM bulk_load LIMIT 1"):  # a read first: a standby serves it
+        return
+    if await store.transact("finish_bulk", finish_bulk):
         log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3))
