@@ -33,7 +33,7 @@ class ChainConfig:
     # first range; then sized by ranges.RangeSizer from the answers. 1,000: within every hosted
     # provider's block limit we know of, and a blind step is bounded by the answer size limit
     # (an answer too large is cut, not held); from 1 block the first ranges took ~8 round trips
-    batch_blocks: int = 1000
+    batch_blocks: int = 1
     max_batch_blocks: int = 100_000
     max_batch_logs: int = 50_000  # ranges aim at half; an answer over this many logs' JSON is cut
     chain_id: int | None = None  # expected id; checked against the node when given
@@ -183,7 +183,7 @@ class _Parser(Fields):
             confirmations=self.integer(raw, "confirmations", where, 0),
             max_reorg_depth=self.integer(raw, "max_reorg_depth", where, 64, minimum=1),
             poll_interval=self.number(raw, "poll_interval", where, 1.0) if "poll_interval" in raw else None,
-            batch_blocks=self.integer(raw, "batch_blocks", where, 1000, minimum=1),
+            batch_blocks=self.integer(raw, "batch_blocks", where, 1, minimum=1),
             max_batch_blocks=self.integer(raw, "max_batch_blocks", where, 100_000, minimum=1),
             max_batch_logs=self.integer(raw, "max_batch_logs", where, 50_000, minimum=100),
             chain_id=chain_id,
