@@ -152,10 +152,8 @@ async def run(opts: Options) -> dict[str, Any]:
             result["ceiling"] = best = await ceiling(provider, addresses, first, last)
             seen = dataclasses.replace(world, rpc_url=provider.url, deploy_block=first)
             db = await env.create_database("xstock_bench_remote")
-            config = seen.write_toml(env.workdir / "indexer.toml", db)
             # batch_blocks = 1000: what README advises for a remote provider and a sparse history
-            config.write_text(config.read_text().replace("confirmations = 0\n",
-                                                         "confirmations = 0\nbatch_blocks = 1000\n", 1))
+            config = seen.write_toml(env.workdir / "indexer.toml", db, batch_blocks=1000)
             say(f"indexer backfill through the provider ({best['logs']:,} logs)")
             provider.set_rate(opts.rate)
             provider.reset()

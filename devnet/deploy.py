@@ -180,13 +180,15 @@ class World:
     names: Mapping[str, str] = field(default_factory=dict)
 
     def to_toml(self, database_url: str, chain: str = "anvil", confirmations: int = 0,
-                max_reorg_depth: int = 64) -> str:
+                max_reorg_depth: int = 64, batch_blocks: int | None = None) -> str:
         """Indexer configuration: one [[chain]], the [[factory]] (its NewToken events bring
-        the xStocks) and every plain token as an explicit [[token]]."""
+        the xStocks) and every plain token as an explicit [[token]]. ``batch_blocks``: the
+        chain's first range (the indexer's default when None)."""
         q = json.dumps  # a JSON string is a valid TOML basic string
         lines = ["[database]", f"url = {q(database_url)}", "",
                  "[[chain]]", f"name = {q(chain)}", f"rpc = [{q(self.rpc_url)}]",
-                 f"confirmations = {confirmations}", f"max_reorg_depth = {max_reorg_depth}", "",
+                 f"confirmations = {confirmations}", f"max_reorg_depth = {max_reorg_depth}",
+                 *([f"batch_blocks = {batch_blocks}"] if batch_blocks is not None else []), "",
                  "[[factory]]", f"chain = {q(chain)}", f"address = {q(self.factory)}",
                  f"start_block = {self.deploy_block}", ""]
         for symbol, address in self.plain_tokens.items():

@@ -29,9 +29,8 @@ async def test_backfill_through_a_rate_limited_provider_is_exact(world: World, t
     sim.run(blocks=12, moves_per_block=8)
     with Provider(world.rpc_url, rtt=0.02, rate=15.0, max_range=300, max_logs=100, stretch=STRETCH) as provider:
         seen = dataclasses.replace(world, rpc_url=provider.url, deploy_block=world.deploy_block * STRETCH)
-        config = seen.write_toml(tmp_path / "indexer.toml", database_url)
-        wide = config.read_text().replace("confirmations = 0\n", "confirmations = 0\nbatch_blocks = 1000\n", 1)
-        config.write_text(wide)  # as the README advises for a remote provider and a sparse history
+        # batch_blocks = 1000: as the README advises for a remote provider and a sparse history
+        config = seen.write_toml(tmp_path / "indexer.toml", database_url, batch_blocks=1000)
         done = cli("backfill", config=config, timeout=180.0)
         assert done.returncode == 0, done.stderr[-3000:]
         calls = provider.calls()
