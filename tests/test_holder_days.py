@@ -22,6 +22,7 @@ from indexer.pipeline import catch_up
 from indexer.store import Store
 from tests.conftest import REPO_ROOT, PgServer, cli, execute
 from tests.custody_desk import ONE, Desk
+from tests.old_release import copy_into_release
 
 V2_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v2.sql"  # schema.sql of version 2
 DAY = 86_400
@@ -185,26 +186,7 @@ DATA_TABLES = ("chains", "cursors", "recent_blocks", "tokens", "transfer_log", "
 
 
 async def copy_into_v2(source: str, target: str) -> dict[str, int]:
-    src, dst = await asyncpg.connect(source), await asyncpg.connect(target)
-    counts: dict[str, int] = {}
-    try:
-        await dst.execute(V2_SCHEMA.read_text())
-        await dst.execute("INSERT INTO schema_version (version, title) VALUES (2, 'version 2')")
-        await dst.execute("SET session_replication_role = replica")  # rows as they were: no triggers
-        for table in DATA_TABLES:
-            columns = [r["attname"] for r in await dst.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
-                "ORDER BY attnum", table)]
-            data = await src.fetch(f"SELECT {', '.join(columns)} FROM {table}")
-            if table == "recent_blocks":  # that release read every block's header: no block known by hash alone
-                data = [r for r in data if r["block_time"] is not None]
-            await dst.execute(f"DELETE FROM {table}")
-            await dst.copy_records_to_table(table, records=[tuple(r.values()) for r in data], columns=columns)
-            counts[table] = len(data)
-    finally:
-        await src.close()
-        await dst.close()
-    return counts
+    return await copy_into_release(source, target, V2_SCHEMA.read_text(), DATA_TABLES, version=2)
 
 
 async def test_a_version_2_database_upgrades_and_fills_holder_days(

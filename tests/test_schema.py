@@ -16,6 +16,7 @@ from devnet.deploy import World
 from devnet.simulate import Simulator
 from indexer import schema
 from tests.conftest import REPO_ROOT, PgServer, cli, execute, run_sync, with_database
+from tests.old_release import copy_into_release
 
 V1_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v1.sql"  # schema.sql of the release before versions
 
@@ -74,28 +75,9 @@ DATA_TABLES = ("chains", "cursors", "recent_blocks", "tokens", "transfer_log", "
 
 
 async def copy_into_v1(source: str, target: str) -> dict[str, int]:
-    """Build the previous release's database at ``target``: its schema.sql, then the rows the
-    current code indexed at ``source`` (same tables, same columns in that release)."""
-    src, dst = await asyncpg.connect(source), await asyncpg.connect(target)
-    counts: dict[str, int] = {}
-    try:
-        await dst.execute(V1_SCHEMA.read_text())
-        await dst.execute("SET session_replication_role = replica")  # rows as they were: no triggers
-        for table in DATA_TABLES:
-            columns = [r["attname"] for r in await dst.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped "
-                "ORDER BY attnum", table)]
-            data = await src.fetch(f"SELECT {', '.join(columns)} FROM {table}")
-            if table == "recent_blocks":  # that release read every block's header: no block known by hash alone
-                data = [r for r in data if r["block_time"] is not None]
-            await dst.execute(f"DELETE FROM {table}")
-            await dst.copy_records_to_table(table, records=[tuple(r.values()) for r in data], columns=columns)
-            counts[table] = len(data)
-        await dst.execute("SELECT setval('backing_flags_id_seq', coalesce(max(id), 1)) FROM backing_flags")
-    finally:
-        await src.close()
-        await dst.close()
-    return counts
+    """The previous release's database at ``target``, with the rows the current code indexed at
+    ``source`` (same tables, same columns in that release)."""
+    return await copy_into_release(source, target, V1_SCHEMA.read_text(), DATA_TABLES)
 
 
 async def test_previous_release_upgrades_in_place_with_its_data(
