@@ -40,14 +40,16 @@ def copy_text(chain_id: int, transfers: Sequence[Transfer]) -> bytes:
     for 200k rows). Every value is hex, digits or a timestamp: nothing needs escaping."""
     times: dict[int, str] = {}
     zero = ZERO_ADDRESS
-    lines = []
-    for t in transfers:
-        when = times.get(t.block_time)
+    lines: list[str] = []
+    append = lines.append
+    for token, block, time, tx, index, frm, to, amount, shares in transfers:
+        when = times.get(time)
         if when is None:
-            when = times[t.block_time] = ts(t.block_time).isoformat()
-        kind = "mint" if t.from_address == zero else "burn" if t.to_address == zero else "transfer"
-        lines.append(f"{chain_id}\t{t.token}\t{t.block_number}\t{when}\t{t.tx_hash}\t{t.log_index}\t"
-                     f"{t.from_address}\t{t.to_address}\t{t.amount_raw}\t{t.shares}\t{kind}\n")
+            when = times[time] = ts(time).isoformat()
+        kind = "mint" if frm == zero else "burn" if to == zero else "transfer"
+        value = str(amount)  # shares are the amount itself while the multiplier is 1.0 (decode.py)
+        append(f"{chain_id}\t{token}\t{block}\t{when}\t{tx}\t{index}\t{frm}\t{to}\t{value}\t"
+               f"{value if shares is amount else shares}\t{kind}\n")
     return "".join(lines).encode()
 
 

@@ -31,6 +31,7 @@ from .errors import (
 from .models import Header, Wire
 from .ranges import RangeSizer, suggested_end
 from .rpc import Rpc, _result
+from .wire import Log, parse_answer, typed
 
 __all__ = ["Chain", "Rpc", "StateUnavailable", "connect", "parse_header", "watch_heads"]
 
@@ -117,7 +118,7 @@ class Chain:
             try:
                 raws, size = await self.rpc.request_sized(
                     "eth_getLogs", _logs_params(addresses, topics0, from_block, end),
-                    max_body=sizer.answer_limit if blocks > 1 else None)
+                    max_body=sizer.answer_limit if blocks > 1 else None, parse=parse_answer)
             except StateUnavailable:
                 raise  # the node lacks the blocks (behind, or pruned): not a matter of size
             except (RpcRangeTooLarge, RpcError) as exc:
@@ -167,14 +168,17 @@ def _logs_params(addresses: Sequence[str], topics0: Sequence[str], from_block: i
 
 
 def _clean(raws: Any) -> list[Wire]:
-    """The logs of an eth_getLogs answer that are not removed. One pass (hot path): of what JSON
-    holds, only an object has ``.get``."""
+    """The logs of an eth_getLogs answer that are not removed (wire.Log, or wire.DictLog when
+    the answer had another shape)."""
     if not isinstance(raws, list):
         raise RpcUnavailable("eth_getLogs answer is not a list")
     try:
-        return [r for r in raws if not r.get("removed", False)]
-    except AttributeError:
+        logs: list[Wire] = typed(raws)  # type: ignore[assignment]
+    except TypeError:
         raise RpcUnavailable("eth_getLogs answer has a log that is not an object") from None
+    if not logs or type(logs[0]) is Log:  # wire.Log: never a removed one
+        return logs
+    return [r for r in logs if not r.removed]
 
 
 def _split_point(message: str, from_block: int, to_block: int) -> int:

@@ -1,8 +1,10 @@
 """Pure: raw logs -> typed events (place: chain -> fetch -> **decode** -> follow / ledger -> store).
 
-Transfer and TransferShares are decoded on a fast path that reads the node's JSON dicts as they
-are: a topic word is turned into an address once per distinct word and range, the data word is
-one ``int(data, 16)``, block numbers and times are parsed once per block. Every other event goes
+Transfer and TransferShares are decoded on a fast path that reads the logs as the answer's parse
+left them (wire.Log: the node's hex strings as struct fields): a topic word is turned into an
+address once per distinct word and range, the data word is one ``int(data, 16)`` (one per move
+when TransferShares carries the same word, at a multiplier of 1.0), block numbers and times are
+parsed once per block; an xStock Transfer takes the next log as its TransferShares at once. Every other event goes
 through indexer.abi (the same answers as eth-abi, tested; importing eth-abi costs 0.2 s).
 ``tests/test_decode.py`` checks ``decode()`` itself against eth-abi on random logs.
 
@@ -26,6 +28,7 @@ from typing import NoReturn
 from . import abi
 from .errors import UnindexableLog
 from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer, Wire
+from .wire import as_wire, typed
 
 
 @dataclass(frozen=True)
@@ -158,12 +161,13 @@ def decode(
     starts: Mapping[str, int] | None = None,
 ) -> Decoded:
     """Decode logs (in chain order, as eth_getLogs returns them) of tokens whose kinds are known
-    and of factories. This is the hot path of a backfill: it reads the JSON-RPC dicts directly.
+    and of factories. This is the hot path of a backfill: it reads wire.Log fields directly
+    (dicts, as tests write logs, are turned into them first).
 
     ``block_times`` supplies timestamps for nodes that do not put ``blockTimestamp`` on logs;
     ``starts`` drops a token's logs below its start block. Logs of unknown addresses are
     ignored; any other log that cannot be accounted for raises ``UnindexableLog``."""
-    wire: Sequence[Wire] = [r.wire() for r in logs] if logs and isinstance(logs[0], RawLog) else logs  # type: ignore[assignment,union-attr]
+    wire = as_wire(logs)
     factory_set = set(factories)
     known = block_times or {}
     out = Decoded()
@@ -172,43 +176,22 @@ def decode(
     xstock, transfer_topic, shares_topic = TokenKind.XSTOCK, TRANSFER_TOPIC, TRANSFER_SHARES_TOPIC
     words: dict[str, str] = {}  # topic word -> address, checked once per distinct word
     blocks: dict[str, tuple[int, int]] = {}  # hex block number -> (number, time)
-    # An xStock Transfer waiting for its TransferShares: the log, its token, raw tx, log index,
-    # parties' words, and the fields of the Transfer to build (locals: no tuple per move).
-    pending: Wire | None = None
-    p_token = p_tx = p_word1 = p_word2 = p_txl = p_frm = p_to = ""
-    p_index = p_block = p_time = p_amount = -1
     tx_raw = tx = ""
-    for item in wire:
-        address = item["address"]
+    stream = iter(wire)
+    for item in stream:
+        address = item.address
         kind = kinds.get(address)
         if kind is None and address not in factory_set:
             address = address.lower()
             kind = kinds.get(address)
         try:
-            topics = item["topics"]
+            topics = item.topics
             topic0 = topics[0] if topics else ""
-            if pending is not None:
-                if (topic0 == shares_topic and address == p_token and item["transactionHash"] == p_tx
-                        and int(item["logIndex"], 16) == p_index + 1):
-                    if len(topics) != 3:
-                        raise Malformed(f"{len(topics)} topics, expected 3")
-                    data = item["data"]
-                    if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
-                        raise Malformed(_data_length(data))
-                    # Same words, same parties (the usual case); else compare them decoded.
-                    if (topics[1] != p_word1 or topics[2] != p_word2) and (
-                            _word(words, topics[1]) != p_frm or _word(words, topics[2]) != p_to):
-                        _stop(item, "TransferShares parties differ from its Transfer")
-                    append(new(Transfer, (p_token, p_block, p_time, p_txl, p_index, p_frm, p_to, p_amount,
-                                          int(data, 16))))
-                    pending = None
-                    continue
-                _stop(pending, "xStock Transfer not directly followed by its TransferShares")
             if kind is None:
                 if address in factory_set:
                     _factory_log(parse_wire(item), out, known)
                 continue
-            number = item["blockNumber"]
+            number = item.block_number
             if starts and address in starts and int(number, 16) < starts[address]:
                 continue
             at = blocks.get(number) or _block(blocks, item, number, known)
@@ -218,19 +201,39 @@ def decode(
                 word1, word2 = topics[1], topics[2]
                 frm = words.get(word1) or _word(words, word1)
                 to = words.get(word2) or _word(words, word2)
-                data = item["data"]
+                data = item.data
                 if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
                     raise Malformed(_data_length(data))
                 amount = int(data, 16)
-                raw_tx = item["transactionHash"]
+                raw_tx = item.transaction_hash
                 if raw_tx != tx_raw:  # the logs of one transaction come together
                     tx_raw, tx = raw_tx, raw_tx.lower()
-                index = int(item["logIndex"], 16)
-                if kind is xstock:  # pair it with the next log
-                    pending, p_token, p_tx, p_index, p_word1, p_word2 = item, address, raw_tx, index, word1, word2
-                    p_block, p_time, p_txl, p_frm, p_to, p_amount = at[0], at[1], tx, frm, to, amount
-                else:
+                index = int(item.log_index, 16)
+                if kind is not xstock:
                     append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, amount)))
+                    continue
+                # An xStock Transfer: its TransferShares must be the very next log.
+                first, item = item, next(stream, None)  # type: ignore[assignment]
+                if item is None:
+                    _stop(first, "xStock Transfer not directly followed by its TransferShares")
+                topics = item.topics
+                if not (topics and topics[0] == shares_topic and item.transaction_hash == raw_tx
+                        and int(item.log_index, 16) == index + 1
+                        and (item.address == first.address or item.address.lower() == address)):
+                    _stop(first, "xStock Transfer not directly followed by its TransferShares")
+                if len(topics) != 3:
+                    raise Malformed(f"{len(topics)} topics, expected 3")
+                # Same words, same parties (the usual case); else compare them decoded.
+                if (topics[1] != word1 or topics[2] != word2) and (
+                        _word(words, topics[1]) != frm or _word(words, topics[2]) != to):
+                    _stop(item, "TransferShares parties differ from its Transfer")
+                if item.data == data:  # shares = amount (a multiplier of 1.0): the same int, checked once
+                    append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, amount)))
+                    continue
+                data = item.data
+                if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
+                    raise Malformed(_data_length(data))
+                append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, int(data, 16))))
             elif topic0 == shares_topic:
                 _stop(item, "TransferShares without a Transfer before it" if kind is xstock
                       else "TransferShares from a token indexed as a plain ERC-20 (upgraded to a share token?)")
@@ -242,8 +245,6 @@ def decode(
                                                  spec.name, decode_event(spec, raw)))
         except (Malformed, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             _stop(item, str(exc) if isinstance(exc, Malformed) else f"malformed log: {exc!r}")
-    if pending is not None:
-        _stop(pending, "xStock Transfer not directly followed by its TransferShares")
     return out
 
 
@@ -258,7 +259,7 @@ def _word(words: dict[str, str], word: str) -> str:
 def _block(blocks: dict[str, tuple[int, int]], item: Wire, number: str, known: Mapping[int, int]) -> tuple[int, int]:
     """(number, time) of a log's block, kept for its other logs; the time from blockTimestamp or headers."""
     block = int(number, 16)
-    stamp = item.get("blockTimestamp")
+    stamp = item.block_timestamp
     if stamp:
         return blocks.setdefault(number, (block, int(stamp, 16)))
     if block not in known:
@@ -268,10 +269,10 @@ def _block(blocks: dict[str, tuple[int, int]], item: Wire, number: str, known: M
 
 def parse_wire(item: Wire) -> RawLog:
     """One eth_getLogs dict -> RawLog (lowercased, ints parsed). Off the hot path."""
-    ts = item.get("blockTimestamp")
-    return RawLog(item["address"].lower(), tuple([t.lower() for t in item["topics"]]), item["data"],
-                  int(item["blockNumber"], 16), item["blockHash"].lower(), int(ts, 16) if ts else None,
-                  item["transactionHash"].lower(), int(item["logIndex"], 16))
+    ts = item.block_timestamp
+    return RawLog(item.address.lower(), tuple([t.lower() for t in item.topics]), item.data,
+                  int(item.block_number, 16), item.block_hash.lower(), int(ts, 16) if ts else None,
+                  item.transaction_hash.lower(), int(item.log_index, 16))
 
 
 def _factory_log(raw: RawLog, out: Decoded, known: Mapping[int, int]) -> None:
@@ -280,7 +281,8 @@ def _factory_log(raw: RawLog, out: Decoded, known: Mapping[int, int]) -> None:
     args = decode_event(NEW_TOKEN, raw)
     token = str(args["newToken"])
     out.new_tokens.append(NewToken(raw.address, token, str(args["name"]), str(args["symbol"]), raw.block_number))
-    time = raw.block_time if raw.block_time is not None else _block({}, raw.wire(), hex(raw.block_number), known)[1]
+    time = raw.block_time if raw.block_time is not None else _block({}, typed([raw.wire()])[0], hex(raw.block_number),
+                                                                    known)[1]
     out.events.append(TokenEvent(raw.address, raw.block_number, time, raw.tx_hash, raw.log_index, "NewToken", args))
 
 
@@ -292,7 +294,7 @@ def _stop(item: Wire, why: str) -> NoReturn:
 
 
 def _field(item: Wire, key: str) -> str:
-    value = str(item.get(key, "?")) if isinstance(item, Mapping) else "?"
+    value = str(item.get(key, "?")) if hasattr(item, "get") else "?"
     if key in ("blockNumber", "logIndex") and value.startswith("0x") and value[2:] and _is_hex(value, 2):
         return str(int(value, 16))
     return value.lower()

@@ -25,6 +25,7 @@ from .models import Cursor, Decoded, Header, TokenKind, Wire
 from .ranges import RangeSizer
 from .tokens import announced_tokens
 from .upgrades import KindChange, by_kind, kind_changes
+from .wire import Log
 
 
 @dataclass(frozen=True)
@@ -209,12 +210,15 @@ async def read_logs(chain: Chain, addresses: list[str], start: int, end: int, he
     by_number = {hex(n): h.hash for n, h in headers.items()}
     untimed = set()
     for r in raws:
-        number = r.get("blockNumber")
-        known = by_number.get(number)  # type: ignore[arg-type]
-        if known is not None and known != str(r.get("blockHash", "")).lower():
-            raise ChainMoved(f"a log in block {number} has hash {str(r.get('blockHash'))[:10]}, "
+        if type(r) is Log:  # every field there, a string (hot path: no get())
+            number, block_hash, stamp = r.block_number, r.block_hash, r.block_timestamp
+        else:
+            number, block_hash, stamp = r.get("blockNumber"), r.get("blockHash", ""), r.get("blockTimestamp")
+        known = by_number.get(number)
+        if known is not None and known != str(block_hash).lower():
+            raise ChainMoved(f"a log in block {number} has hash {str(block_hash)[:10]}, "
                              f"its header says {known[:10]}")
-        if not r.get("blockTimestamp"):
+        if not stamp:
             untimed.add(number)
     missing = sorted({int(n, 16) for n in untimed if isinstance(n, str)} - set(headers))
     if missing:

@@ -52,15 +52,16 @@ def fold(transfers: Iterable[Transfer]) -> LedgerBatch:
     The zero address is never a holder: a mint credits only the receiver, a burn debits only
     the sender. A self transfer nets to zero but still marks the holder as touched."""
     batch = LedgerBatch()
-    holders = batch.holders
     tokens = batch.tokens
-    get = holders.get
+    by_token: dict[str, dict[str, HolderDelta]] = {}  # keyed by holder alone: no tuple per lookup
     zero = ZERO_ADDRESS
     token_of, counters = "", TokenDelta()
+    mine: dict[str, HolderDelta] = {}
     for token, block, _, _, _, frm, to, amount, shares in transfers:
         if token != token_of:
             token_of = token
             counters = tokens.get(token) or tokens.setdefault(token, TokenDelta())
+            mine = by_token.setdefault(token, {})
         if frm == zero:
             if to == zero:
                 continue  # nothing moves
@@ -74,21 +75,25 @@ def fold(transfers: Iterable[Transfer]) -> LedgerBatch:
                 counters.burns += 1
             else:
                 counters.transfers += 1
-            delta = get((token, frm))
+            delta = mine.get(frm)
             if delta is None:
-                holders[(token, frm)] = HolderDelta(-shares, block)
+                mine[frm] = HolderDelta(-shares, block)
             else:
                 delta.shares -= shares
                 if block > delta.last_block:
                     delta.last_block = block
         if to != zero:
-            delta = get((token, to))
+            delta = mine.get(to)
             if delta is None:
-                holders[(token, to)] = HolderDelta(shares, block)
+                mine[to] = HolderDelta(shares, block)
             else:
                 delta.shares += shares
                 if block > delta.last_block:
                     delta.last_block = block
+    holders = batch.holders
+    for token, of_token in by_token.items():
+        for holder, moved in of_token.items():
+            holders[(token, holder)] = moved
     return batch
 
 

@@ -6,10 +6,11 @@ base units (wei of the token). A multiplier is an int where ``10**18`` means 1.0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 ONE = 10**18
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -30,7 +31,31 @@ class Header:
     timestamp: int
 
 
-Wire = dict[str, Any]  # one eth_getLogs entry exactly as the node sent it (hex strings)
+class Wire(Protocol):
+    """One eth_getLogs entry as the node sent it (hex strings): wire.Log, or wire.DictLog for
+    an answer of another shape. Attributes for the hot path, ``get`` / ``[]`` with the node's
+    camelCase keys for the rest."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def topics(self) -> Sequence[str]: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def block_number(self) -> str: ...
+    @property
+    def block_hash(self) -> str: ...
+    @property
+    def transaction_hash(self) -> str: ...
+    @property
+    def log_index(self) -> str: ...
+    @property
+    def block_timestamp(self) -> str | None: ...
+    @property
+    def removed(self) -> bool: ...
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __getitem__(self, key: str) -> Any: ...
 
 
 class RawLog(NamedTuple):
@@ -46,9 +71,9 @@ class RawLog(NamedTuple):
     tx_hash: str
     log_index: int
 
-    def wire(self) -> Wire:
+    def wire(self) -> dict[str, Any]:
         """Back to the node's JSON shape (tests build logs as RawLog)."""
-        out: Wire = {"address": self.address, "topics": list(self.topics), "data": self.data,
+        out: dict[str, Any] = {"address": self.address, "topics": list(self.topics), "data": self.data,
                      "blockNumber": hex(self.block_number), "blockHash": self.block_hash,
                      "transactionHash": self.tx_hash, "logIndex": hex(self.log_index)}
         if self.block_time is not None:

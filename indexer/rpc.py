@@ -32,6 +32,7 @@ from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcU
 from .pacing import Outcome, Pacer, retry_after
 
 log = logconfig.get("rpc")
+Parse = Callable[[bytes], Any]  # an answer's body -> its JSON values
 
 # Messages providers use when an eth_getLogs request is too big (block range or result size).
 _RANGE_ERRORS = re.compile(
@@ -116,11 +117,13 @@ class Rpc:
         AnswerTooLarge without being read when the node says its length up front."""
         return (await self.request_sized(method, params, max_body))[0]
 
-    async def request_sized(self, method: str, params: Sequence[Any], max_body: int | None = None) -> tuple[Any, int]:
+    async def request_sized(self, method: str, params: Sequence[Any], max_body: int | None = None,
+                            parse: Parse = orjson.loads) -> tuple[Any, int]:
         """:meth:`request`, and the size in bytes of that very answer (the range sizer's input:
-        several requests share one client, so the size travels with its answer)."""
+        several requests share one client, so the size travels with its answer). ``parse``
+        turns the body into JSON values (wire.parse_answer for eth_getLogs)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-        body, size = await self._with_retries(orjson.dumps(payload), method, max_body)
+        body, size = await self._with_retries(orjson.dumps(payload), method, max_body, parse=parse)
         return _result(body, method), size
 
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -149,7 +152,7 @@ class Rpc:
             raise RpcUnavailable(f"{mask_url(self.url)}: batch answer is missing ids") from None
 
     async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None,
-                            cost: int = 1) -> tuple[Any, int]:
+                            cost: int = 1, parse: Parse = orjson.loads) -> tuple[Any, int]:
         stop = tenacity.stop_never if self._attempts is None else tenacity.stop_after_attempt(self._attempts)
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(RpcUnavailable),
@@ -161,7 +164,7 @@ class Rpc:
             with attempt:
                 url = self.url
                 try:
-                    answer = await self._paced(url, payload, max_body or self.max_body, cost)
+                    answer = await self._paced(url, payload, max_body or self.max_body, cost, parse)
                     self.last_ok, self.last_error = time.monotonic(), None
                     return answer
                 except RpcUnavailable as exc:
@@ -173,7 +176,7 @@ class Rpc:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _paced(self, url: str, payload: bytes, max_body: int, cost: int) -> tuple[Any, int]:
+    async def _paced(self, url: str, payload: bytes, max_body: int, cost: int, parse: Parse) -> tuple[Any, int]:
         """``_post`` within the pacer's window; refused for rate, sent again after its pause."""
         first_refusal: float | None = None
         while True:
@@ -181,7 +184,7 @@ class Rpc:
             outcome: Outcome = "other"
             wait = None
             try:
-                answer = await self._post(url, payload, max_body)
+                answer = await self._post(url, payload, max_body, parse)
                 outcome = "clean"
                 return answer
             except RateLimited as exc:
@@ -197,7 +200,7 @@ class Rpc:
             finally:
                 await self.pacer.release(ticket, outcome, wait)
 
-    async def _post(self, url: str, payload: bytes, max_body: int) -> tuple[Any, int]:
+    async def _post(self, url: str, payload: bytes, max_body: int, parse: Parse) -> tuple[Any, int]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         shown = mask_url(url)
@@ -223,7 +226,7 @@ class Rpc:
         if len(body) >= memory.LARGE_ANSWER and not memory.done:  # see memory.py: page faults
             memory.keep_for_reuse()
         try:
-            decoded = orjson.loads(body)
+            decoded = parse(body)
         except orjson.JSONDecodeError:
             self._count("bad_json")
             raise RpcUnavailable(f"{shown}: answer is not JSON (HTTP {status}, {len(body)} bytes)") from None

@@ -34,6 +34,7 @@ from .decode import OTHER_EVENTS
 from .ledger import fold
 from .models import ZERO_ADDRESS, Decoded, TokenKind, Transfer, Wire
 from .store import Store
+from .wire import Log
 
 log = logconfig.get("upgrades")
 UPGRADED_TOPIC = next(spec.topic for spec in OTHER_EVENTS if spec.name == "Upgraded")
@@ -65,7 +66,7 @@ async def kind_changes(chain: Chain, raws: Sequence[Wire], active: Mapping[str, 
     kinds = {a: t.info.kind for a, t in active.items()}
     out: list[KindChange] = []
     topic = UPGRADED_TOPIC  # nodes send topics in lowercase hex; one comparison per log (hot path)
-    for r in [r for r in raws if (t := r.get("topics")) and t[0] == topic]:
+    for r in [r for r in raws if (t := r.topics if type(r) is Log else r.get("topics")) and t[0] == topic]:
         token = str(r.get("address", "")).lower()
         if token not in kinds:
             continue

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import eth_abi
+import orjson
 import pytest
 from eth_utils import keccak
 
@@ -24,7 +25,10 @@ from indexer.decode import (
     word_address,
 )
 from indexer.errors import UnindexableLog
+from indexer.chain import _clean
 from indexer.models import ZERO_ADDRESS, NewToken, RawLog, TokenKind, Transfer
+from indexer.rpc import _result
+from indexer.wire import DictLog, Log, parse_answer
 
 XSTOCK = "0x" + "a1" * 20
 ERC20 = "0x" + "e2" * 20
@@ -233,6 +237,13 @@ def test_hot_path_matches_eth_abi_on_random_logs(seed: int) -> None:
     out = decode.decode(logs, KINDS)
     assert out.transfers == expected
     assert [(t.from_address, t.to_address) for t in out.transfers] == [(e[5], e[6]) for e in expected]
+    # From the answer's bytes, as the backfill reads them (wire.Log), and over the node's dicts
+    # (wire.DictLog, for answers of another shape): the same moves.
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 7, "result": logs})
+    typed_logs = _clean(_result(parse_answer(body), "eth_getLogs"))
+    assert typed_logs and all(type(r) is Log for r in typed_logs)
+    assert decode.decode(typed_logs, KINDS).transfers == expected
+    assert decode.decode([DictLog(r) for r in logs], KINDS).transfers == expected
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from indexer.decode import parse_wire
 from indexer.errors import Retryable, RpcError, RpcRangeTooLarge, RpcUnavailable
 from indexer.models import Header, RawLog
 from indexer.rpc import _RANGE_ERRORS, StateUnavailable, _is_transient, _result
+from indexer.wire import DictLog, typed
 
 ALCHEMY_RANGE = (
     "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no limit on "
@@ -168,7 +169,7 @@ LOG = {
 
 
 def test_parse_wire_lowercases_and_reads_hex() -> None:
-    raw = parse_wire({**LOG, "blockTimestamp": "0x6553f100"})
+    raw = parse_wire(typed([{**LOG, "blockTimestamp": "0x6553f100"}])[0])
     assert raw == RawLog(
         address="0x" + "a1" * 20,
         topics=("0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef", "0x" + "0" * 24 + "ab" * 20),
@@ -183,7 +184,7 @@ def test_parse_wire_lowercases_and_reads_hex() -> None:
 
 @pytest.mark.parametrize("extra", [{}, {"blockTimestamp": None}])
 def test_parse_wire_without_timestamp(extra: dict[str, Any]) -> None:
-    assert parse_wire({**LOG, **extra}).block_time is None
+    assert parse_wire(typed([{**LOG, **extra}])[0]).block_time is None
 
 
 def test_parse_header() -> None:
@@ -224,4 +225,8 @@ def test_a_logs_answer_that_is_not_a_list_of_objects_is_unusable(answer: Any) ->
 def test_removed_logs_are_dropped() -> None:
     from indexer.chain import _clean
 
-    assert _clean([LOG, {**LOG, "removed": True}, {**LOG, "logIndex": "0xb"}]) == [LOG, {**LOG, "logIndex": "0xb"}]
+    assert _clean([LOG, {**LOG, "removed": True}, {**LOG, "logIndex": "0xb"}]) == [DictLog(LOG),
+                                                                                 DictLog({**LOG, "logIndex": "0xb"})]
+    assert _clean([LOG, {**LOG, "logIndex": "0xb"}]) == typed([LOG, {**LOG, "logIndex": "0xb"}])
+    odd = {**LOG, "logIndex": 10}  # not a string: the answer is held as the node's dicts
+    assert _clean([odd, {**odd, "removed": True}]) == [DictLog(odd)]
