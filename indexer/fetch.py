@@ -126,10 +126,16 @@ async def tail_hashes(chain: Chain, raws: list[Wire], headers: dict[int, Header]
         if (n in by_number and by_number[n] != h.hash) or (n - 1 in by_number and by_number[n - 1] != h.parent_hash):
             raise ChainMoved(f"block {n}'s header does not link to the hashes read at block {end}: "
                              "the chain moved while reading")
-    for r in raws:
-        number = int(str(r.get("blockNumber", "0x0")), 16)
-        if number in by_number and by_number[number] != str(r.get("blockHash", "")).lower():
-            raise ChainMoved(f"a log in block {number} has hash {str(r.get('blockHash'))[:10]}, "
+    seen = ("", "")
+    for r in raws:  # in block order: each block's (number, hash) checked once
+        pair = ((r.block_number, r.block_hash) if type(r) is Log
+                else (r.get("blockNumber", "0x0"), r.get("blockHash", "")))
+        if pair == seen:
+            continue
+        seen = pair
+        number = int(str(pair[0]), 16)
+        if number in by_number and by_number[number] != str(pair[1]).lower():
+            raise ChainMoved(f"a log in block {number} has hash {str(pair[1])[:10]}, "
                              f"the chain's hashes at block {end} say {by_number[number][:10]}")
     return {n: (by_number[n], by_number[n - 1]) for n in tail if n not in headers}
 

@@ -44,3 +44,29 @@ async def test_a_node_refusing_overrides_reads_the_tail_headers(anvil: Anvil) ->
         got, calls = await _fetch(proxy, start, end, head)
     assert sorted(got.headers) == list(range(start, end + 1)) and got.tail == {}  # type: ignore[attr-defined]
     assert calls.get("method:eth_getBlockByNumber") == 21, calls
+
+
+async def test_a_tail_log_whose_block_hash_is_not_the_chains_is_a_moved_chain() -> None:
+    """Checked per block in block order (wire.Log and the node's dicts alike): a later log of
+    a block already seen with another hash is caught too."""
+    import pytest
+
+    from indexer.errors import ChainMoved
+    from indexer.fetch import tail_hashes
+    from indexer.wire import DictLog, typed
+
+    hashes = ["0x" + f"{n:064x}" for n in range(10, 15)]  # blocks 10..14
+    base = {"address": "0x" + "a1" * 20, "topics": [], "data": "0x", "transactionHash": "0x" + "cc" * 32,
+            "logIndex": "0x0"}
+
+    def log(number: int, block_hash: str) -> dict[str, object]:
+        return {**base, "blockNumber": hex(number), "blockHash": block_hash}
+
+    good = [log(11, hashes[1]), log(11, hashes[1]), log(12, hashes[2]), log(13, hashes[3])]
+    chain = Chain(Rpc(["http://127.0.0.1:9"]))  # not called: the hashes are given
+    for shape in (typed, lambda items: [DictLog(r) for r in items]):
+        found = await tail_hashes(chain, shape(good), {}, [11, 12, 13, 14], hashes, 15)
+        assert found[12] == (hashes[2], hashes[1])
+        for bad in ([*good[:2], log(11, "0x" + "ee" * 32), *good[2:]], [*good, log(13, hashes[4])]):
+            with pytest.raises(ChainMoved, match="the chain's hashes at block 15"):
+                await tail_hashes(chain, shape(bad), {}, [11, 12, 13, 14], hashes, 15)
