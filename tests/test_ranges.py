@@ -49,7 +49,8 @@ def test_a_stated_block_limit_is_learnt_at_once_and_a_cut_for_size_lifts_after_a
     sizer = RangeSizer(1000, 100_000, 50_000)
     assert sizer.refused(8000, 2000, block_limit(ALCHEMY)) == 2000  # over the block limit
     assert sizer.limit == 2000
-    assert sizer.refused(2000, 1800, block_limit(ALCHEMY)) == 1800  # within it: the log cap
+    sizer.answered(2000, 0)
+    assert sizer.refused(2000, 1800, block_limit(ALCHEMY)) == 1800  # within it, 2000 answered: the log cap
     assert sizer.refused(2000, 1800, block_limit(ALCHEMY)) == 1800  # the same cut twice: still not the limit
     sizer.answered(1800, 9000)
     assert sizer.blocks == 1800  # dense blocks: the lower ceiling holds
@@ -57,6 +58,18 @@ def test_a_stated_block_limit_is_learnt_at_once_and_a_cut_for_size_lifts_after_a
     assert sizer.blocks == 2000  # past them: back to the provider's block limit, not 1800 for good
     sizer.answered(2000, 0)
     assert sizer.blocks == 2000
+
+
+def test_a_stated_limit_nothing_confirms_is_not_trusted() -> None:
+    """A wording with a fixed figure ("2K") from a provider that refuses 8 blocks: the limit it
+    keeps suggesting is taken, as from a provider that states none."""
+    sizer = RangeSizer(1, 100_000, 1000)
+    sizer.refused(282, 7, block_limit(ALCHEMY))
+    sizer.refused(8, 7, block_limit(ALCHEMY))
+    assert sizer.limit == 7
+    for _ in range(4 * RELAX_AFTER):
+        sizer.answered(sizer.blocks, 0)
+    assert sizer.blocks == 7
 
 
 def test_committed_ranges_span_many_requests_and_aim_at_half_a_batch() -> None:
