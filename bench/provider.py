@@ -82,6 +82,9 @@ class Provider:
         self.stats: Counter[str] = Counter()
         self._hashes: dict[int, str] = {}  # real block -> hash (stretch: the shown blocks' hashes)
         self.ranges: list[tuple[int, int, str]] = []  # every eth_getLogs range asked, and its fate
+        # every HTTP request since reset(): arrival and answer (s), its calls, HTTP status
+        self.timeline: list[tuple[float, float, str, int]] = []
+        self._since = time.monotonic()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -103,6 +106,8 @@ class Provider:
     def reset(self) -> None:
         self.stats.clear()
         self.ranges.clear()
+        self.timeline.clear()
+        self._since = time.monotonic()
 
     def __enter__(self) -> Provider:
         self._thread.start()
@@ -131,15 +136,19 @@ class Provider:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic() - self._since
         body = await request.read()
         self.stats["http_requests"] += 1
         await asyncio.sleep(self.rtt / 2)
         payload = orjson.loads(body)
         items = payload if isinstance(payload, list) else [payload]
+        methods = ",".join(f"{m}x{n}" if n > 1 else str(m)
+                           for m, n in Counter(str(i.get("method")) for i in items).items())
         if not self.bucket.take(len(items)):
             self.stats["http_429"] += 1
             self.stats["refused_calls_429"] += len(items)
             await asyncio.sleep(self.rtt / 2)
+            self.timeline.append((round(arrived, 3), round(time.monotonic() - self._since, 3), methods, 429))
             return web.Response(status=429, body=orjson.dumps(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": 429, "message": RATE_LIMITED}}),
                 content_type="application/json")
@@ -148,6 +157,7 @@ class Provider:
         answers = await asyncio.gather(*(self._answer(item) for item in items))
         await asyncio.sleep(self.rtt / 2)
         out = answers if isinstance(payload, list) else answers[0]
+        self.timeline.append((round(arrived, 3), round(time.monotonic() - self._since, 3), methods, 200))
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
     async def _upstream(self, method: str, params: list[Any]) -> dict[str, Any]:

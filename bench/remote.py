@@ -182,7 +182,8 @@ def _backfill(done: runner.Finished, provider: Provider, best: dict[str, Any]) -
             "calls_refused_429": provider.stats["refused_calls_429"],
             "refused_range": provider.stats["refused_range"], "refused_logs": provider.stats["refused_logs"],
             "retries_logged": retries, "cpu_s": round(done.cpu_s, 2),
-            "getlogs_ranges": [list(r) for r in provider.ranges]}
+            "getlogs_ranges": [list(r) for r in provider.ranges],
+            "timeline": [list(t) for t in provider.timeline]}
 
 
 def show(result: dict[str, Any]) -> None:

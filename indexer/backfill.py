@@ -14,7 +14,8 @@ import asyncio
 from typing import Any
 
 from . import first_load, logconfig
-from .chain_writer import writer
+from .chain import Chain
+from .chain_writer import open_chain, writer
 from .config import ChainConfig, Settings
 from .errors import InputError
 from .pipeline import catch_up_retrying
@@ -34,21 +35,50 @@ async def backfill(
     if from_block is not None and to_block is not None and from_block > to_block:
         raise InputError(f"--from-block {from_block} is above --to-block {to_block}: nothing to index")
     chains = [settings.chain(chain)] if chain else list(settings.chains)
-    store = await Store.open(settings.database_url, role="backfill")
+    # Each node is asked its id and head while the database opens (and, on a fresh database,
+    # gets its schema: a few hundred ms); a remote node's round trips then cost no wall time.
+    nodes = [asyncio.create_task(_node(cfg)) for cfg in chains]
     try:
-        await store.migrate()
-        if from_block is not None:
-            for cfg in chains:
-                await check_from_block(settings, cfg, store, from_block)
-        first = await first_load.begin(store)
+        store = await Store.open(settings.database_url, role="backfill")
         try:
-            return list(await asyncio.gather(*(
-                _backfill_chain(settings, cfg, store, from_block, to_block) for cfg in chains)))
+            await store.migrate()
+            if from_block is not None:
+                for cfg in chains:
+                    await check_from_block(settings, cfg, store, from_block)
+            first = await first_load.begin(store)
+            try:
+                return list(await asyncio.gather(*(
+                    _backfill_chain(settings, cfg, store, from_block, to_block, node)
+                    for cfg, node in zip(chains, nodes, strict=True))))
+            finally:
+                if first:  # also after a failure: what was committed gets its indexes and counts
+                    await first_load.finish(store)
         finally:
-            if first:  # also after a failure: what was committed gets its indexes and counts
-                await first_load.finish(store)
+            await store.close()
     finally:
-        await store.close()
+        await _close_unused(nodes)
+
+
+async def _node(cfg: ChainConfig) -> tuple[Chain, int, int]:
+    """The chain's node opened (chain_writer.open_chain) and its head."""
+    chain, chain_id = await open_chain(cfg)
+    try:
+        return chain, chain_id, await chain.head()
+    except BaseException:
+        await chain.rpc.close()
+        raise
+
+
+async def _close_unused(nodes: list[asyncio.Task[tuple[Chain, int, int]]]) -> None:
+    """Nodes opened for chains whose backfill never took them (a failure before): closed."""
+    for task in nodes:
+        task.cancel()
+    for task in nodes:
+        try:
+            chain, _, _ = await task
+        except BaseException:  # cancelled, or its own failure, already reported or moot
+            continue
+        await chain.rpc.close()
 
 
 async def check_from_block(settings: Settings, cfg: ChainConfig, store: Store, from_block: int) -> None:
@@ -78,14 +108,16 @@ async def check_from_block(settings: Settings, cfg: ChainConfig, store: Store, f
 
 async def _backfill_chain(
     settings: Settings, cfg: ChainConfig, store: Store, from_block: int | None, to_block: int | None,
+    node: asyncio.Task[tuple[Chain, int, int]],
 ) -> dict[str, Any]:
     structlog_ctx = {"chain": cfg.name, "mode": "backfill"}
-    async with writer(settings, cfg, store, from_block=from_block) as sync:
+    chain, chain_id, head = await asyncio.shield(node)  # shielded: _close_unused closes it if taken
+    async with writer(settings, cfg, store, from_block=from_block, node=(chain, chain_id)) as sync:
         cursor = await store.cursor(sync.chain_id)
         if cursor and from_block is not None and from_block > cursor.block_number + 1:
             raise InputError(f"chain {cfg.name} is indexed up to block {cursor.block_number}; "
                              f"--from-block {from_block} would leave a gap")
-        safe = await sync.target()
+        safe = sync.target_at(head)
         if to_block is not None and to_block > sync.head:
             raise InputError(f"--to-block {to_block} is past the chain head {sync.head} of chain {cfg.name}")
         target = safe if to_block is None else min(to_block, safe)

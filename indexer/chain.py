@@ -29,7 +29,7 @@ from .errors import (
     mask_urls_in,
 )
 from .models import Header, Wire
-from .ranges import RangeSizer, suggested_end
+from .ranges import RangeSizer, block_limit, suggested_end
 from .rpc import Rpc, _result
 from .wire import Log, parse_answer, typed
 
@@ -129,7 +129,8 @@ class Chain:
                 if isinstance(exc, AnswerTooLarge):
                     fewer = sizer.too_large(blocks, exc.size)
                 else:
-                    fewer = sizer.refused(blocks, _split_point(str(exc), from_block, end) - from_block + 1)
+                    fewer = sizer.refused(blocks, _split_point(str(exc), from_block, end) - from_block + 1,
+                                          block_limit(str(exc)))
                 log.debug("get_logs_cut", from_block=from_block, to_block=end, blocks=fewer,
                           reason=mask_urls_in(str(exc))[:120])
                 end = from_block + fewer - 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from .chain import connect
+from .chain import Chain, connect
 from .config import ChainConfig, Settings
 from .errors import ConfigError
 from .store import Store, TokenState
@@ -19,17 +19,27 @@ from .sync import ChainSync
 from .tokens import Wanted, read_tokens
 
 
-@asynccontextmanager
-async def writer(
-    settings: Settings, cfg: ChainConfig, store: Store, *, from_block: int | None = None,
-    attempts: int | None = 8, on_error: Callable[[str], None] | None = None,
-) -> AsyncIterator[ChainSync]:
+async def open_chain(cfg: ChainConfig, attempts: int | None = 8,
+                     on_error: Callable[[str], None] | None = None) -> tuple[Chain, int]:
+    """The chain's node, connected and its id checked (chain.connect)."""
     chain, chain_id = await connect(cfg.rpc, cfg.name, cfg.chain_id, attempts=attempts, on_error=on_error,
                                     rpc_timeout=cfg.rpc_timeout,
                                     # the last-resort guard (a single block, other calls); eth_getLogs
                                     # ranges have their own limit (RangeSizer.answer_limit)
                                     max_body=cfg.max_batch_logs * 10_000)
     chain.max_logs = cfg.max_batch_logs
+    return chain, chain_id
+
+
+@asynccontextmanager
+async def writer(
+    settings: Settings, cfg: ChainConfig, store: Store, *, from_block: int | None = None,
+    attempts: int | None = 8, on_error: Callable[[str], None] | None = None,
+    node: tuple[Chain, int] | None = None,
+) -> AsyncIterator[ChainSync]:
+    """``node``: the chain already opened (open_chain), e.g. while the database was; it is
+    closed on the way out as one opened here."""
+    chain, chain_id = node or await open_chain(cfg, attempts, on_error)
     try:
         rows = await store.fetch("SELECT chain_id FROM chains WHERE name = $1", cfg.name)
         if rows and rows[0]["chain_id"] != chain_id:

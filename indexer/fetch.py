@@ -53,18 +53,25 @@ async def fetch_range(chain: Chain, sizer: RangeSizer, active: Mapping[str, Toke
     The logs come in as many eth_getLogs requests as the node's limits take (``tiled_logs``).
     The reorg-reachable tail's hashes come in the end's state read (``Fetched.tail``, one
     eth_call; multicall.py), headers only for the range's ends; a node refusing overrides (or a
-    tail beyond blockhash's reach) gets every tail header, as before."""
+    tail beyond blockhash's reach) gets every tail header, as before. The headers are asked beside
+    the logs and the end's state (a round trip less per range, remote), and the logs' hashes are
+    checked against them once all are in."""
     tail = tail_blocks(start, end, head, reorg_depth)
     by_reader = bool(tail) and end - tail[0] < multicall.HASH_REACH and not multicall.plain(chain)
-    headers = await read_headers(chain, start, end, head, 0 if by_reader else reorg_depth)
     addresses = [*active, *factories]
     asked = end
     # The states at the range's end are read beside its logs (kept if the range is not cut).
     xstocks = [a for a, t in active.items() if t.info.kind is TokenKind.XSTOCK]
-    times = {end: headers[end].timestamp}
-    (raws, end), (states, hashes) = await asyncio.gather(
-        tiled_logs(chain, addresses, start, end, headers, sizer),
-        read_end(chain, xstocks, end, times, tail[0] - 1 if by_reader else None))
+    ends = asyncio.ensure_future(read_headers(chain, start, end, head, 0 if by_reader else reorg_depth))
+    try:
+        (raws, end), (states, hashes) = await asyncio.gather(
+            tiled_logs(chain, addresses, start, end, None, sizer),
+            read_end(chain, xstocks, end, ends, tail[0] - 1 if by_reader else None))
+        headers = await ends
+    finally:
+        ends.cancel()
+        await asyncio.gather(ends, return_exceptions=True)
+    await check_logs(chain, raws, headers)
     at_end = {a: states[(a, asked)] for a in xstocks}
     found: dict[int, tuple[str, str]] = {}
     if by_reader:
@@ -93,18 +100,22 @@ def tail_blocks(start: int, end: int, head: int, reorg_depth: int) -> list[int]:
     return list(range(max(start + 1, head - reorg_depth + 1), end))
 
 
-async def read_end(chain: Chain, xstocks: list[str], end: int, times: dict[int, int], first: int | None,
-                   ) -> tuple[dict[tuple[str, int], Reading], list[str] | None]:
+async def read_end(chain: Chain, xstocks: list[str], end: int, ends: asyncio.Future[dict[int, Header]],
+                   first: int | None) -> tuple[dict[tuple[str, int], Reading], list[str] | None]:
     """The xStocks' states at ``end`` and, from ``first``: the hashes of blocks first .. end - 1,
-    in ONE eth_call (multicall.py); hashes None when the node did not answer them."""
+    in ONE eth_call (multicall.py); hashes None when the node did not answer them. ``ends``: the
+    range's end headers being read, for the end's time where the reader does not give it."""
     if first is None:
-        return (await read_states(chain, [(a, end) for a in xstocks], times) if xstocks else {}), None
+        if not xstocks:
+            return {}, None
+        times = {end: (await asyncio.shield(ends))[end].timestamp}
+        return await read_states(chain, [(a, end) for a in xstocks], times), None
     count = end - first
     calls = [multicall.hashes_call(first, count), *((a, d) for a in xstocks for d in views.STATE_VIEWS)]
     answers, stamps = await multicall.views_at(chain, {end: calls})
     got = answers[end]
     assert got is not None  # strict: a missing state raises
-    t = stamps.get(end, times[end])
+    t = stamps[end] if end in stamps else (await asyncio.shield(ends))[end].timestamp
     width = len(views.STATE_VIEWS)
     states = {(a, end): parse_state(got[1 + i * width:1 + (i + 1) * width], t) for i, a in enumerate(xstocks)}
     return states, multicall.parse_hashes(got[0], count)
@@ -144,7 +155,7 @@ async def read_headers_of(chain: Chain, numbers: list[int]) -> dict[int, Header]
     return {h.number: h for h in await chain.headers(numbers)} if numbers else {}
 
 
-async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header],
+async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header] | None,
                      sizer: RangeSizer) -> tuple[list[Wire], int]:
     """Logs of [start, end] in requests sized by ``sizer`` one after another, and the last block
     read: ``end``, or an earlier one once two batches' worth (``2 * sizer.max_logs``) are held.
@@ -201,18 +212,25 @@ async def read_headers(chain: Chain, start: int, end: int, head: int, reorg_dept
     return headers
 
 
-async def read_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header],
+async def read_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header] | None,
                     sizer: RangeSizer | None = None) -> tuple[list[Wire], int]:
     """Logs of ``addresses`` in [start, end], and ``end``; with ``sizer``: the range's own
-    request, which may come back shorter (see Chain.logs_from) and sizes the next range. Logs in
-    blocks whose headers we hold must carry those headers' hashes (else the chain moved while we
-    read); blocks whose logs come without blockTimestamp get their headers fetched for the
-    time."""
+    request, which may come back shorter (see Chain.logs_from) and sizes the next range. Checked
+    against ``headers`` (:func:`check_logs`) unless None: the caller checks them."""
     topics = decode.TOKEN_TOPICS + decode.FACTORY_TOPICS
     if sizer is not None:
         raws, end = await chain.logs_from(addresses, topics, start, end, sizer)
     else:
         raws = await chain.get_logs(addresses, topics, start, end)
+    if headers is not None:
+        await check_logs(chain, raws, headers)
+    return raws, end
+
+
+async def check_logs(chain: Chain, raws: list[Wire], headers: dict[int, Header]) -> None:
+    """Logs in blocks whose headers we hold must carry those headers' hashes (else the chain
+    moved while we read); blocks whose logs come without blockTimestamp get their headers
+    fetched for the time (added to ``headers``)."""
     by_number = {hex(n): h.hash for n, h in headers.items()}
     untimed = set()
     for r in raws:
@@ -229,7 +247,6 @@ async def read_logs(chain: Chain, addresses: list[str], start: int, end: int, he
     missing = sorted({int(n, 16) for n in untimed if isinstance(n, str)} - set(headers))
     if missing:
         headers.update({h.number: h for h in await chain.headers(missing)})
-    return raws, end
 
 
 async def common_ancestor(chain: Chain, stored: Mapping[int, str], cursor: Cursor, head: int, name: str,

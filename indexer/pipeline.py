@@ -45,6 +45,10 @@ async def catch_up(sync: ChainSync, target: int, on_step: OnStep, stop: Callable
             on_step(result)
             continue
         steps += await _prefetched(sync, base + 1, target, on_step, stop, ahead)
+        if sync.cursor is not None and sync.cursor.block_number >= target and not sync.late_tokens(target):
+            # at the target: the last range's end header was just read, so the tip check a step
+            # makes when nothing is left would ask it again (a call and a round trip, remote)
+            return steps
     return steps
 
 

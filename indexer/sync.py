@@ -91,8 +91,11 @@ class ChainSync:
         return min(starts) if starts else 0
 
     async def target(self) -> int:
-        """The highest block to index now: head minus confirmations."""
-        self.head = await self.chain.head()
+        """The highest block to index now: head minus confirmations (``target_at``: of a head read)."""
+        return self.target_at(await self.chain.head())
+
+    def target_at(self, head: int) -> int:
+        self.head = head
         return max(self.head - self.cfg.confirmations, -1)
 
     async def step(self, target: int) -> StepResult | None:

@@ -48,13 +48,15 @@ async def read_tokens(chain: Chain, chain_id: int, wanted: Sequence[Wanted], blo
         for n in (w.start_block, *((w.start_block - 1,) if before and w.start_block > 0 else ())):
             if n != block and (isinstance(block, str) or n < block):
                 asks.setdefault(n, []).append((w.address, views.GET_CURRENT_MULTIPLIER))
+                if n == w.start_block:  # an answer proves code there: a plain token needs no eth_getCode
+                    asks[n].append((w.address, views.DECIMALS))
     got = (await views_at(chain, asks, strict=False))[0]
     if got[block] is None:
         raise StateUnavailable(f"no state for tokens {[w.address for w in wanted][:3]} at block {block}")
 
-    def at(n: int, address: str) -> bytes | None:
+    def at(n: int, address: str, view: str = views.GET_CURRENT_MULTIPLIER) -> bytes | None:
         answers, calls = got.get(n), asks.get(n, [])
-        ask = (address, views.GET_CURRENT_MULTIPLIER)
+        ask = (address, view)
         return None if answers is None or ask not in calls else answers[calls.index(ask)]
 
     out: list[tuple[TokenInfo | None, int]] = []
@@ -69,6 +71,8 @@ async def read_tokens(chain: Chain, chain_id: int, wanted: Sequence[Wanted], blo
         later = isinstance(block, str) or block > w.start_block
         if later and views.as_multiplier(at(w.start_block, w.address)) is not None:
             kind = TokenKind.XSTOCK  # an xStock at its start block already
+        elif later and views.as_uint(at(w.start_block, w.address, views.DECIMALS)) is not None:
+            kind = TokenKind.ERC20  # code there, and not an xStock then: kind_at_start's answer
         elif later and got.get(w.start_block) is not None:  # not an xStock then, or no code yet
             kind = await kind_at_start(chain, w.address, w.start_block, kind, known=True)
         # (no state at the start block: the kind answered now is kept, as kind_at_start does)

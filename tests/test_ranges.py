@@ -12,7 +12,7 @@ from devnet.deploy import World
 from devnet.simulate import Simulator
 from indexer.chain import Chain, Rpc
 from indexer.decode import FACTORY_TOPICS, TOKEN_TOPICS
-from indexer.ranges import RELAX_AFTER, RangeSizer, suggested_end
+from indexer.ranges import RELAX_AFTER, RangeSizer, block_limit, suggested_end
 from tests.rpcproxy import RpcProxy
 
 
@@ -35,6 +35,41 @@ def test_a_limit_named_twice_is_never_relaxed_again() -> None:
     for _ in range(4 * RELAX_AFTER):
         sizer.answered(sizer.blocks, 0)
     assert sizer.blocks == 2000  # the same limit again: the provider's fixed range limit
+
+
+# Alchemy's refusal, for a range over its block limit and for an answer over its log cap alike
+ALCHEMY = ("Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range and no "
+           "limit on the response size, or you can request any block range with a cap of 10K logs in the "
+           "response. Based on your parameters, this block range should work: [0x64, 0x7a3]")
+
+
+def test_a_stated_block_limit_is_learnt_at_once_and_a_cut_for_size_lifts_after_an_empty_answer() -> None:
+    assert block_limit(ALCHEMY) == 2000
+    assert block_limit("query returned more than 10000 results") is None
+    sizer = RangeSizer(1000, 100_000, 50_000)
+    assert sizer.refused(8000, 2000, block_limit(ALCHEMY)) == 2000  # over the block limit
+    assert sizer.limit == 2000
+    sizer.answered(2000, 0)
+    assert sizer.refused(2000, 1800, block_limit(ALCHEMY)) == 1800  # within it, 2000 answered: the log cap
+    assert sizer.refused(2000, 1800, block_limit(ALCHEMY)) == 1800  # the same cut twice: still not the limit
+    sizer.answered(1800, 9000)
+    assert sizer.blocks == 1800  # dense blocks: the lower ceiling holds
+    sizer.answered(1800, 0)
+    assert sizer.blocks == 2000  # past them: back to the provider's block limit, not 1800 for good
+    sizer.answered(2000, 0)
+    assert sizer.blocks == 2000
+
+
+def test_a_stated_limit_nothing_confirms_is_not_trusted() -> None:
+    """A wording with a fixed figure ("2K") from a provider that refuses 8 blocks: the limit it
+    keeps suggesting is taken, as from a provider that states none."""
+    sizer = RangeSizer(1, 100_000, 1000)
+    sizer.refused(282, 7, block_limit(ALCHEMY))
+    sizer.refused(8, 7, block_limit(ALCHEMY))
+    assert sizer.limit == 7
+    for _ in range(4 * RELAX_AFTER):
+        sizer.answered(sizer.blocks, 0)
+    assert sizer.blocks == 7
 
 
 def test_committed_ranges_span_many_requests_and_aim_at_half_a_batch() -> None:

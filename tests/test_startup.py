@@ -10,10 +10,16 @@ server.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from devnet.deploy import World
+from devnet.simulate import Simulator
+from tests.conftest import cli
 
 # Each costs 0.05-0.2 s of CPU to import.
 HEAVY = ("asyncio", "structlog", "rich", "aiohttp", "asyncpg", "tenacity", "prometheus_client",
@@ -23,10 +29,12 @@ NEVER = ("web3", "eth_abi", "eth_utils", "pyarrow", "rich", "pygments")  # on an
 
 def loaded_after(code: str) -> set[str]:
     """Top-level packages and submodules in sys.modules after ``code`` runs in a fresh
-    interpreter (SystemExit from argparse allowed)."""
+    interpreter (SystemExit from argparse allowed), without the variables that override a
+    config (as tests.conftest.cli runs a command)."""
     script = ("import json, sys\ntry:\n" + "".join(f"    {line}\n" for line in code.splitlines())
               + "except SystemExit:\n    pass\nprint(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "RPC_URL", "INDEXER_CONFIG")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
@@ -73,3 +81,14 @@ assert contract_views.as_text(bytes.fromhex(string[2:])) == "ok"
 """)
     assert "indexer.decode" in modules and "indexer.abi" in modules
     assert [m for m in NEVER if m in modules] == []
+
+
+def test_a_backfill_with_nothing_to_do_reads_no_schema_file(world: World, world_config: Path) -> None:
+    """Every writer's start finishes a first load a kill left behind (first_load.finish); with
+    none left it does not read schema.sql for the deferred indexes' statements (the package
+    resource reader loads zipfile and friends: a few ms of every backfill's start-up)."""
+    Simulator(world, seed=3, n_holders=4).run(blocks=2, moves_per_block=4)  # a first load: transfers
+    assert cli("backfill", config=world_config).returncode == 0
+    code = f"from indexer.cli import main\nassert main(['--config', {str(world_config)!r}, 'backfill']) == 0"
+    modules = loaded_after(code)
+    assert "indexer.first_load" in modules and "zipfile" not in modules
