@@ -119,9 +119,8 @@ class Rpc:
 
     async def request_sized(self, method: str, params: Sequence[Any], max_body: int | None = None,
                             parse: Parse = orjson.loads) -> tuple[Any, int]:
-        """:meth:`request`, and the size in bytes of that very answer (the range sizer's input:
-        several requests share one client, so the size travels with its answer). ``parse``
-        turns the body into JSON values (wire.parse_answer for eth_getLogs)."""
+        """:meth:`request`, and the size in bytes of that very answer (the range sizer's input: several
+        requests share one client); ``parse`` reads the body (wire.parse_answer for eth_getLogs)."""
         payload = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         body, size = await self._with_retries(orjson.dumps(payload), method, max_body, parse=parse)
         return _result(body, method), size

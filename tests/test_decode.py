@@ -12,6 +12,7 @@ from eth_utils import keccak
 
 from indexer import decode
 from indexer.batch_sql import copy_text
+from indexer.chain import _clean
 from indexer.decode import (
     FACTORY_TOPICS,
     NEW_TOKEN,
@@ -25,7 +26,6 @@ from indexer.decode import (
     word_address,
 )
 from indexer.errors import UnindexableLog
-from indexer.chain import _clean
 from indexer.models import ZERO_ADDRESS, NewToken, RawLog, TokenKind, Transfer
 from indexer.rpc import _result
 from indexer.wire import DictLog, Log, parse_answer
