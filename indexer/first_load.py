@@ -4,7 +4,8 @@ Place: around the pipeline, in backfill.py (begin before the first step, finish 
 and in Store.migrate (every writer's start finishes a first load that was killed). Two kinds of
 upkeep cost far more row by row than once at the end:
 
-- the holder indexes of transfer_log, on random keys: dropped, then built by one sort each;
+- the holder indexes of transfer_log, on random keys, and share_balances_rank (the ledger by
+  size: with it, no update of a balance is HOT): dropped, then built by one sort each;
 - per-day holder counts and ledger checkpoints (holder_days, holder_marks, holder_checkpoints):
   while table bulk_load has a row, batches skip them (batch_sql.in_bulk), and the end counts
   them once from transfer_log (batch_sql.finish_bulk; schema.sql holder_days_fill).
@@ -28,9 +29,9 @@ if TYPE_CHECKING:
 
 log = logconfig.get("first_load")
 
-# Secondary indexes of transfer_log built once at the end: the holder indexes, on random keys.
-# The primary key, the day index and the BRIN stay (rows arrive nearly in their order).
-DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to")
+# Indexes built once at the end: transfer_log's holder indexes, on random keys (its primary key,
+# day index and BRIN stay: rows arrive nearly in their order), and the ledger's by size.
+DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to", "share_balances_rank")
 
 
 def deferred_index_statements() -> list[str]:
