@@ -20,6 +20,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from . import logconfig
 from .batch_sql import finish_bulk
 from .schema import schema_sql
@@ -40,14 +42,31 @@ def deferred_index_statements() -> list[str]:
     return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
 
 
+def deferred_by_table() -> dict[str, list[str]]:
+    """DEFERRED_INDEXES by the table they index."""
+    tables: dict[str, list[str]] = {}
+    for statement in deferred_index_statements():  # CREATE INDEX IF NOT EXISTS <name> ON <table> (...)
+        words = statement.split()
+        tables.setdefault(words[7], []).append(words[5])
+    return tables
+
+
 async def begin(store: Store) -> bool:
     """On an empty transfer_log: drop the deferred indexes and mark the per-day counts pending,
-    in one transaction. True when this is a first load (:func:`finish` must follow)."""
+    in one transaction. True when this is a first load (:func:`finish` must follow). A table that
+    a reader holds open (an analyst's transaction) keeps its indexes: the load is slower, never
+    stuck behind the reader."""
     async def run() -> bool:
         async with store.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transfer_log)"):
                 return False
-            await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in DEFERRED_INDEXES))
+            for table, names in deferred_by_table().items():
+                try:
+                    async with conn.transaction():
+                        await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT")
+                        await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in names))
+                except asyncpg.LockNotAvailableError:
+                    log.info("indexes_kept", table=table, indexes=names)
             await conn.execute("INSERT INTO bulk_load (started_at) SELECT now() "
                                "WHERE NOT EXISTS (SELECT 1 FROM bulk_load)")
             return True
