@@ -4,7 +4,8 @@ Place: around the pipeline, in backfill.py (begin before the first step, finish 
 and in Store.migrate (every writer's start finishes a first load that was killed). Two kinds of
 upkeep cost far more row by row than once at the end:
 
-- the holder indexes of transfer_log, on random keys: dropped, then built by one sort each;
+- the holder indexes of transfer_log, on random keys, and share_balances_rank (the ledger by
+  size: with it, no update of a balance is HOT): dropped, then built by one sort each;
 - per-day holder counts and ledger checkpoints (holder_days, holder_marks, holder_checkpoints):
   while table bulk_load has a row, batches skip them (batch_sql.in_bulk), and the end counts
   them once from transfer_log (batch_sql.finish_bulk; schema.sql holder_days_fill).
@@ -19,6 +20,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from . import logconfig
 from .batch_sql import finish_bulk
 from .schema import schema_sql
@@ -28,9 +31,9 @@ if TYPE_CHECKING:
 
 log = logconfig.get("first_load")
 
-# Secondary indexes of transfer_log built once at the end: the holder indexes, on random keys.
-# The primary key, the day index and the BRIN stay (rows arrive nearly in their order).
-DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to")
+# Indexes built once at the end: transfer_log's holder indexes, on random keys (its primary key,
+# day index and BRIN stay: rows arrive nearly in their order), and the ledger's by size.
+DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to", "share_balances_rank")
 
 
 def deferred_index_statements() -> list[str]:
@@ -39,14 +42,31 @@ def deferred_index_statements() -> list[str]:
     return [line for line in schema_sql().splitlines() if line.startswith(prefixes)]
 
 
+def deferred_by_table() -> dict[str, list[str]]:
+    """DEFERRED_INDEXES by the table they index."""
+    tables: dict[str, list[str]] = {}
+    for statement in deferred_index_statements():  # CREATE INDEX IF NOT EXISTS <name> ON <table> (...)
+        words = statement.split()
+        tables.setdefault(words[7], []).append(words[5])
+    return tables
+
+
 async def begin(store: Store) -> bool:
     """On an empty transfer_log: drop the deferred indexes and mark the per-day counts pending,
-    in one transaction. True when this is a first load (:func:`finish` must follow)."""
+    in one transaction. True when this is a first load (:func:`finish` must follow). A table that
+    a reader holds open (an analyst's transaction) keeps its indexes: the load is slower, never
+    stuck behind the reader."""
     async def run() -> bool:
         async with store.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transfer_log)"):
                 return False
-            await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in DEFERRED_INDEXES))
+            for table, names in deferred_by_table().items():
+                try:
+                    async with conn.transaction():
+                        await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT")
+                        await conn.execute("; ".join(f"DROP INDEX IF EXISTS {name}" for name in names))
+                except asyncpg.LockNotAvailableError:
+                    log.info("indexes_kept", table=table, indexes=names)
             await conn.execute("INSERT INTO bulk_load (started_at) SELECT now() "
                                "WHERE NOT EXISTS (SELECT 1 FROM bulk_load)")
             return True

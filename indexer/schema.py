@@ -59,12 +59,14 @@ STEPS: tuple[Step, ...] = (
             "filled from transfer_log on upgrade: holder_history and holders_at read them; "
             "recent_blocks.block_time may be NULL (a tail block known by its hash alone)",
          sql="ALTER TABLE recent_blocks ALTER COLUMN block_time DROP NOT NULL;"),
+    Step(4, "top_holders reads the ledger by size (index share_balances_rank, which a first backfill builds "
+            "at its end) and ranks each token only down to the rank asked"),
 )
 CODE_VERSION = STEPS[-1].version
 READ_ONLY = ("the database is read only (a hot standby, or default_transaction_read_only): migrate, run, "
              "backfill and other writers need the primary")
 # sha256 of schema.sql as of CODE_VERSION: a change of the file without a new step fails a test
-SCHEMA_SHA256 = "ee406a51b58aa96bed5154deeba0a38c26ef9b35ac437db08ac8707de5b1261a"
+SCHEMA_SHA256 = "1bd803de2a8a9ddc4bbbc8a2a528045d2ef2d782f357ddb5ce04b3409649efca"
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,

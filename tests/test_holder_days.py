@@ -210,8 +210,8 @@ async def test_a_version_2_database_upgrades_and_fills_holder_days(
                                          "holder_history_from(t.chain_id, t.token, NULL) h ORDER BY 1, 2")
         config = world.write_toml(tmp_path / "old.toml", old_url)
         done = cli("migrate", config=config)
-        assert done.returncode == 0 and "applied step 3" in done.stdout, done.stdout + done.stderr
-        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3]
+        assert done.returncode == 0 and "applied step 3, 4" in done.stdout, done.stdout + done.stderr
+        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3, 4]
         assert await fetch(old_url, "SELECT count(*) FROM holder_days") != [(0,)]
         await days_equal_a_recount(old_url)
         assert await checkpoints_equal_a_replay(old_url) >= 3  # filled from transfer_log
