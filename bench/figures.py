@@ -30,7 +30,8 @@ def _remote_calls(r: dict[str, Any]) -> Reading:
     b, c = r["backfill"], r["ceiling"]
     calls = sorted(b["calls"].items(), key=lambda kv: -kv[1])
     value = ", ".join(f"{k} {v}" for k, v in calls) + f" = {b['calls_total']}; 429s {b['http_429']}"
-    bound = f"the logs alone: {c['requests']} eth_getLogs (the ceiling's); every call costs one at the rate limit"
+    bound = (f"the ceiling's client fetched the same logs in {c['requests']} eth_getLogs (its 429 retries and "
+             "refusals included); at the rate limit every call costs as much as one")
     return value, float(b["calls_total"]), None, bound
 
 
