@@ -450,7 +450,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = ANY($1::text[])",
                 ["shared_buffers", "work_mem", "effective_cache_size", "max_parallel_workers_per_gather",
                  "random_page_cost"])},
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()},
             "load": loaded, "sizes": await sizes(conn)}
         print("queries of docs/queries.md (EXPLAIN ANALYZE, second run)", flush=True)
         result["queries"] = await run_queries(conn, docs_queries(Path(args.docs)))

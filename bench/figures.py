@@ -116,13 +116,25 @@ def collect(results: dict[str, dict[str, Any] | None], status: dict[str, str]) -
     return out
 
 
+def warnings(results: dict[str, dict[str, Any] | None]) -> list[str]:
+    """What makes the run's numbers less than clean, as its parts saw it: other work on the
+    machine (the 200k part measures it; the others record the load average)."""
+    out = [f"bench: {w}" for w in (results.get("bench") or {}).get("warnings", [])]
+    for part in ("analyst", "custody"):
+        machine = (results.get(part) or {}).get("machine") or {}
+        if machine.get("load_avg_at_start"):
+            out.append(f"{part}: load average {machine['load_avg_at_start'][0]:.1f} at its start "
+                       f"({machine.get('cpus')} cpus)")
+    return out
+
+
 def mark(met: bool | None) -> str:
     return "-" if met is None else "met" if met else "NOT met"
 
 
-def render(figures: list[Figure], parts: dict[str, dict[str, Any]]) -> str:
+def render(figures: list[Figure], parts: dict[str, dict[str, Any]], notes: list[str] | None = None) -> str:
     """The summary table, plain text: one row per figure (what bounds it on the line below),
-    then one line per part."""
+    then one line per part and the warnings."""
     width = max(len(f["name"]) for f in figures)
     value_width = max(len(f["value"]) for f in figures if len(f["value"]) <= 40)
     lines = [f"{'figure'.ljust(width)}  {'value'.ljust(value_width)}  {'target':<10}  met", "-" * (width + 40)]
@@ -134,4 +146,5 @@ def render(figures: list[Figure], parts: dict[str, dict[str, Any]]) -> str:
     for name, p in parts.items():
         where = f", {p['json']}" if p.get("json") else ""
         lines.append(f"part {name:<8} {p['status']} ({p.get('seconds', 0)} s{where})")
+    lines += [f"warning: {w}" for w in notes or []]
     return "\n".join(lines)

@@ -129,10 +129,10 @@ def main(argv: list[str]) -> int:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "suite_options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "parts": parts, "failed_parts": failed, "figures": found,
+        "parts": parts, "failed_parts": failed, "figures": found, "warnings": figures.warnings(results),
         "met": sum(1 for f in found if f["met"] is True), "not_met": sum(1 for f in found if f["met"] is False),
     }
-    print(figures.render(found, parts), flush=True)
+    print(figures.render(found, parts, summary["warnings"]), flush=True)
     path = write(summary, args.out / f"all-{date}.json")
     say(f"wrote {path} ({summary['seconds']} s); {summary['met']} figures met their target, "
         f"{summary['not_met']} did not{'; failed: ' + ', '.join(failed) if failed else ''}")

@@ -17,7 +17,7 @@ import asyncpg
 import psutil
 import pytest
 
-from bench.figures import FIGURES, collect, render
+from bench.figures import FIGURES, collect, render, warnings
 from bench.harness import _free_indexer_bound
 from bench.live import percentile
 from bench.report import RESULTS_DIR, default_path, per_log_us, size_label, sparkline, vs_zero_cost
@@ -162,6 +162,7 @@ def test_the_figures_read_the_recorded_results() -> None:
     assert by_name["10M: live latency p99, reconcile included"]["number"] == 117.7
     assert by_name["indexer CPU per log"]["met"] is False  # 9.39 us against 4
     assert by_name["10M: holder_history (TSLAx, every day)"]["met"] is True
+    assert any(w.startswith("custody: load average") for w in warnings(results))  # how busy the machine was
     # a part that wrote nothing: its figures are there, not met; a skipped one: no verdict
     found = collect(results | {"remote": None, "custody": None}, {"remote": "failed (exit 1)", "custody": "skipped"})
     assert [(f["value"], f["met"]) for f in found if f["part"] in ("remote", "custody")] == [
