@@ -168,3 +168,13 @@ def test_the_figures_read_the_recorded_results() -> None:
     assert [(f["value"], f["met"]) for f in found if f["part"] in ("remote", "custody")] == [
         ("failed (exit 1)", False), ("failed (exit 1)", False), ("skipped", None)]
     assert "NOT met" in render(found, {"remote": {"status": "failed (exit 1)", "seconds": 1.0}})
+
+
+def test_make_bench_runs_every_part_unless_told_one() -> None:
+    def planned(*args: str) -> str:
+        done = subprocess.run(["make", "-n", "bench", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=30, check=True)
+        return done.stdout.strip().splitlines()[-1]
+    assert planned().endswith("-m bench all")
+    assert planned("BENCH_ARGS=--million").endswith("-m bench --million")
+    assert planned("BENCH_ARGS=remote --rtt 0.1").endswith("-m bench remote --rtt 0.1")
