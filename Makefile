@@ -38,6 +38,9 @@ lint: $(PYSTAMP)
 	$(VENV)/bin/ruff check indexer devnet tests bench
 	$(VENV)/bin/mypy
 
+# `make bench`: every benchmark in one run and one summary (bench/suite.py); BENCH_ARGS picks one
+# part or sets options (`BENCH_ARGS=--million`, `BENCH_ARGS=remote`, `BENCH_ARGS="all --reuse"`).
+BENCH_ARGS ?= all
 bench: $(PYSTAMP) $(NODESTAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -1,5 +1,9 @@
-"""`make bench` (`python -m bench`): how fast the indexer is, measured against what the node and
-the database can do, on the same machine, in the same run, on the same data.
+"""`python -m bench`: how fast the indexer is, measured against what the node and the database
+can do, on the same machine, in the same run, on the same data.
+
+`make bench` runs `python -m bench all` (suite.py): this benchmark, then `remote` (remote.py),
+`analyst` (analyst_bench.py) and `custody` (custody_bench.py), each as its own process, and one
+summary of issue 15's figures (figures.py) with their targets and what bounds each.
 
 One run, one fresh anvil and one fresh PostgreSQL, in this order (harness.py):
 

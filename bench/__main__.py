@@ -1,5 +1,10 @@
 import sys
 
+if sys.argv[1:2] == ["all"]:  # `python -m bench all ...` (`make bench`): every part, one summary
+    from .suite import main as all_main
+
+    raise SystemExit(all_main(sys.argv[2:]))
+
 if sys.argv[1:2] == ["custody"]:  # `python -m bench custody ...`: the custody benchmark
     from .custody_bench import main as custody_main
 

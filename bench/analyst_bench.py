@@ -1,6 +1,6 @@
 """The analyst surface at scale: every query of docs/queries.md against 10 million transfers.
 
-    python -m bench.analyst_bench [--rows 10000000] [--database-url URL] [--reuse]
+    python -m bench.analyst_bench [--rows 10000000] [--database-url URL] [--database NAME] [--reuse]
 
 1. load    a database (default: xstock_analyst_bench on $DATABASE_URL's server, else the local
            PostgreSQL at 127.0.0.1:5432) gets schema.sql, then synthetic data generated inside
@@ -10,7 +10,8 @@
            ledger, token counters, multiplier changes (a silent 2:1 split, fee decay), daily
            custody records and cursors to match. transfer_log's secondary indexes are built
            after the load, as a first backfill does. `--reuse` keeps a database already loaded
-           with the same number of rows.
+           with the same number of rows (the custody benchmark's anvil chain, 31337, which
+           `python -m bench all` indexes into this database afterwards, not counted).
 2. queries every ```sql block of docs/queries.md, twice, under EXPLAIN (ANALYZE, BUFFERS): the
            time of each run, the scans of transfer_log in the plan, and whether any of them is
            a sequential scan.
@@ -20,7 +21,8 @@
            text format) into a transfer_log that already holds 1M rows, with the primary key
            only, with each extra index, and with all of them.
 
-Results: a table on stdout and bench/results/analyst-<date>.json.
+Results: a table on stdout and bench/results/analyst-<date>.json (`--out`: another folder, or a
+file ending in .json).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DOCS = REPO_ROOT / "docs" / "queries.md"
 DATABASE = "xstock_analyst_bench"
+LOCAL_CHAIN = 31337  # anvil's: the custody benchmark's chain, indexed into this database by `bench all`
 SECONDARY = ("transfer_log_from", "transfer_log_to", "transfer_log_day", "transfer_log_time_brin")
 
 # Five xStocks (their addresses from the issuer's list, the same on every chain) and their share of the moves.
@@ -170,9 +173,10 @@ def derived_sql() -> list[str]:
         """INSERT INTO custody_attestations (underlying, custodian, account, settled_shares, in_transit_shares, as_of,
                                              attestor, source, payload_sha256)
            SELECT s.underlying, 'Clearstream', 'acc-1',
-                  trim_scale(sum(s.supply) * CASE WHEN s.underlying = 'NVDA'
-                                                   AND s.day BETWEEN '2025-05-10' AND '2025-05-17'
-                                                  THEN 0.98 ELSE 1 END),
+                  -- never below zero: a small load (a test's) can burn before it mints
+                  greatest(0, trim_scale(sum(s.supply) * CASE WHEN s.underlying = 'NVDA'
+                                                               AND s.day BETWEEN '2025-05-10' AND '2025-05-17'
+                                                              THEN 0.98 ELSE 1 END)),
                   0, (s.day + 1)::timestamp AT TIME ZONE 'UTC', 'The Network Firm', 'csv:bench',
                   md5('bench') || md5('custody')
              FROM (SELECT t.underlying, x.day,
@@ -186,11 +190,21 @@ def derived_sql() -> list[str]:
                              FROM transfer_log WHERE kind <> 'transfer' GROUP BY 1, 2, 3) x
                      JOIN tokens t USING (chain_id, token)) s
             GROUP BY s.underlying, s.day""",
-        """INSERT INTO backing_flags (underlying, rule, severity, opened_at, opened_block, closed_at, closed_block,
-                                     shortfall, details)
-           VALUES ('NVDA', 'unbacked_supply', 'critical', '2025-05-10', 20932000, '2025-05-18', 20937760, 1234.5,
-                   '{"ratio": "0.98"}')""",
+        f"{FLAG_INSERT} VALUES ({FLAG_ROW})",
     ]
+
+
+FLAG_INSERT = ("INSERT INTO backing_flags (underlying, rule, severity, opened_at, opened_block, closed_at, "
+               "closed_block, shortfall, details)")
+FLAG_ROW = ("'NVDA', 'unbacked_supply', 'critical', '2025-05-10', 20932000, '2025-05-18', 20937760, 1234.5, "
+            "'{\"ratio\": \"0.98\"}'")
+
+
+def restore_flags_sql() -> str:
+    """derived_sql's backing_flags row again when it is gone (the custody benchmark clears the
+    flags of a database it reuses)."""
+    return (f"{FLAG_INSERT} SELECT {FLAG_ROW} WHERE NOT EXISTS (SELECT 1 FROM backing_flags "
+            "WHERE underlying = 'NVDA' AND opened_block = 20932000)")
 
 
 # --------------------------------------------------------------------------------------- load
@@ -402,22 +416,23 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
-async def prepare(url: str, rows: int, reuse: bool) -> tuple[asyncpg.Connection, dict[str, Any] | None]:
+async def prepare(url: str, rows: int, reuse: bool,
+                  database: str = DATABASE) -> tuple[asyncpg.Connection, dict[str, Any] | None]:
     admin = await asyncpg.connect(url)
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if exists and reuse:
-            conn = await asyncpg.connect(with_database(url, DATABASE))
-            if await conn.fetchval("SELECT count(*) FROM transfer_log") == rows:
+            conn = await asyncpg.connect(with_database(url, database))
+            if await conn.fetchval("SELECT count(*) FROM transfer_log WHERE chain_id <> $1", LOCAL_CHAIN) == rows:
                 await conn.execute(schema_sql())  # the current views and functions
                 await conn.execute("ANALYZE")
                 return conn, None
             await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
-    conn = await asyncpg.connect(with_database(url, DATABASE))
+    conn = await asyncpg.connect(with_database(url, database))
     await conn.execute(schema_sql())
     return conn, await load(conn, rows)
 
@@ -425,17 +440,17 @@ async def prepare(url: str, rows: int, reuse: bool) -> tuple[asyncpg.Connection,
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     url = admin_url(args.database_url)
     started = datetime.now(UTC)
-    print(f"loading {args.rows:,} transfers into {DATABASE}", flush=True)
-    conn, loaded = await prepare(url, args.rows, args.reuse)
+    print(f"loading {args.rows:,} transfers into {args.database}", flush=True)
+    conn, loaded = await prepare(url, args.rows, args.reuse, args.database)
     try:
         result: dict[str, Any] = {
-            "started_at": started.isoformat(timespec="seconds"), "rows": args.rows,
+            "started_at": started.isoformat(timespec="seconds"), "rows": args.rows, "database_name": args.database,
             "server": await conn.fetchval("SELECT version()"),
             "settings": {r["name"]: r["setting"] for r in await conn.fetch(
                 "SELECT name, setting || coalesce(unit, '') AS setting FROM pg_settings WHERE name = ANY($1::text[])",
                 ["shared_buffers", "work_mem", "effective_cache_size", "max_parallel_workers_per_gather",
                  "random_page_cost"])},
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()},
             "load": loaded, "sizes": await sizes(conn)}
         print("queries of docs/queries.md (EXPLAIN ANALYZE, second run)", flush=True)
         result["queries"] = await run_queries(conn, docs_queries(Path(args.docs)))
@@ -446,7 +461,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["copy"] = await copy_cost(conn, args.copy_rows)
     finally:
         await conn.close()
-    path = Path(args.out) / f"analyst-{started.date().isoformat()}.json"
+    path = Path(args.out)
+    if path.suffix != ".json":
+        path = path / f"analyst-{started.date().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
@@ -473,10 +490,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.analyst_bench", description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=10_000_000, help="synthetic transfers (default 10M)")
     p.add_argument("--database-url", help="an admin URL of the server (default $DATABASE_URL, else local)")
+    p.add_argument("--database", default=DATABASE, help=f"the database loaded (default {DATABASE})")
     p.add_argument("--reuse", action="store_true", help="keep a database already loaded with --rows transfers")
     p.add_argument("--docs", default=str(DOCS), help="the queries to run (default docs/queries.md)")
     p.add_argument("--copy-rows", type=int, default=200_000, help="rows per COPY of the write-cost test (0: skip)")
-    p.add_argument("--out", default=str(RESULTS_DIR), help="folder of the JSON result")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="folder of the JSON result, or its path (*.json)")
     return p.parse_args(argv)
 
 

@@ -9,15 +9,19 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import psutil
 import pytest
 
+from bench.figures import FIGURES, collect, render, warnings
 from bench.harness import _free_indexer_bound
 from bench.live import percentile
-from bench.report import default_path, per_log_us, size_label, sparkline, vs_zero_cost
-from tests.conftest import REPO_ROOT
+from bench.report import RESULTS_DIR, default_path, per_log_us, size_label, sparkline, vs_zero_cost
+from tests.conftest import REPO_ROOT, PgServer, execute, run_sync
 
 
 @pytest.mark.slow
@@ -88,3 +92,89 @@ def test_cpu_per_log_and_the_zero_cost_ratio() -> None:
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 0.5}}) == 0.7
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 3.0}}) == 0.35
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": None}}) is None
+
+
+@pytest.mark.slow
+def test_bench_all_reports_every_figure_and_a_failed_part(tmp_path: Path, pg_server: PgServer) -> None:
+    """`python -m bench all` on tiny sizes, the 200k part made to fail by a bad option: the other
+    parts still run (the live latency on the analyst part's database), the failed part's figures
+    say so, and the exit code is 1."""
+    database = f"t_all_{uuid.uuid4().hex[:12]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RPC_URL", "INDEXER_CONFIG")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "all", "--rows", "20000", "--database", database,
+             "--database-url", pg_server.url, "--out", str(tmp_path), "--bench-args", "--transfers 0",
+             "--remote-args", "--holders 20 --bursts 1 --burst-transfers 1200 --gap 20 --stretch 20 --rate 1000 "
+                              "--rtt 0.005",
+             "--custody-args", "--records 500 --live-blocks 3 --live-interval 0.1 --live-moves 2"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=150, check=False)
+        # the custody part removed its chain and its records: the database is as the analyst part loaded it
+        left = run_sync(_fetchrow(pg_server.url_for(database), """
+            SELECT (SELECT count(*) FROM transfer_log) AS transfers,
+                   (SELECT count(*) FROM tokens WHERE chain_id = 31337) AS local_tokens,
+                   (SELECT count(*) FROM custody_accounts WHERE account LIKE 'bench-account-%') AS accounts,
+                   (SELECT count(*) FROM backing_flags WHERE underlying = 'NVDA') AS flags"""))
+        assert dict(left) == {"transfers": 20000, "local_tokens": 0, "accounts": 0, "flags": 1}
+    finally:
+        run_sync(execute(pg_server.url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    (path,) = [p for p in tmp_path.glob("all-*.json") if p.stem.count("-") == 3]
+    summary = json.loads(path.read_text())
+    assert summary["failed_parts"] == ["bench"]
+    assert {k: v["status"] for k, v in summary["parts"].items()} == {
+        "bench": "failed (exit 1)", "remote": "ok", "analyst": "ok", "custody": "ok"}
+    for part in ("remote", "analyst", "custody"):  # each part's own JSON, linked by name
+        assert json.loads((tmp_path / summary["parts"][part]["json"]).read_text())
+    names = [f["name"] for f in summary["figures"]]
+    assert names == [name.format(size="20K") if part in ("analyst", "custody") else name
+                     for part, name, _, _ in FIGURES]
+    for f in summary["figures"]:
+        assert f["target"] and "met" in f and f["met"] in (True, False, None), f
+        if f["part"] == "bench":
+            assert (f["value"], f["met"]) == ("failed (exit 1)", False), f
+        else:
+            assert f["number"] is not None and f["bound"], f
+            assert (f["met"] is None) == (f["name"] == "remote provider: calls per method"), f
+            assert f["name"] in done.stdout and "bounded by:" in done.stdout
+    live = next(f for f in summary["figures"] if "live latency" in f["name"])
+    assert database in live["bound"]  # measured on the analyst part's database
+    assert "part bench    failed (exit 1)" in done.stdout
+
+
+async def _fetchrow(url: str, sql: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchrow(sql)
+    finally:
+        await conn.close()
+
+
+def test_the_figures_read_the_recorded_results() -> None:
+    """The summary reads each part's JSON as the parts write it: the records in bench/results."""
+    records = {"bench": "2026-12-06.json", "remote": "remote-2026-12-06-final.json",
+               "analyst": "analyst-2026-12-06.json", "custody": "custody-2026-12-06.json"}
+    results: dict[str, dict[str, Any] | None] = {
+        part: json.loads((RESULTS_DIR / name).read_text()) for part, name in records.items()}
+    found = collect(results, {})
+    assert len(found) == len(FIGURES) and all(f["bound"] and f["number"] is not None for f in found)
+    by_name = {f["name"]: f for f in found}
+    assert by_name["10M: live latency p99, reconcile included"]["number"] == 117.7
+    assert by_name["indexer CPU per log"]["met"] is False  # 9.39 us against 4
+    assert by_name["10M: holder_history (TSLAx, every day)"]["met"] is True
+    assert any(w.startswith("custody: load average") for w in warnings(results))  # how busy the machine was
+    # a part that wrote nothing: its figures are there, not met; a skipped one: no verdict
+    found = collect(results | {"remote": None, "custody": None}, {"remote": "failed (exit 1)", "custody": "skipped"})
+    assert [(f["value"], f["met"]) for f in found if f["part"] in ("remote", "custody")] == [
+        ("failed (exit 1)", False), ("failed (exit 1)", False), ("skipped", None)]
+    assert "NOT met" in render(found, {"remote": {"status": "failed (exit 1)", "seconds": 1.0}})
+
+
+def test_make_bench_runs_every_part_unless_told_one() -> None:
+    def planned(*args: str) -> str:
+        done = subprocess.run(["make", "-n", "bench", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=30, check=True)
+        return done.stdout.strip().splitlines()[-1]
+    assert planned().endswith("-m bench all")
+    assert planned("BENCH_ARGS=--million").endswith("-m bench --million")
+    assert planned("BENCH_ARGS=remote --rtt 0.1").endswith("-m bench remote --rtt 0.1")
