@@ -172,8 +172,10 @@ def test_the_figures_read_the_recorded_results() -> None:
 
 def test_make_bench_runs_every_part_unless_told_one() -> None:
     def planned(*args: str) -> str:
-        done = subprocess.run(["make", "-n", "bench", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=30, check=True)
+        # Under `make test` this is a sub-make: without the parent's variables and directory notes.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+        done = subprocess.run(["make", "-n", "--no-print-directory", "bench", *args], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=30, check=True)
         return done.stdout.strip().splitlines()[-1]
     assert planned().endswith("-m bench all")
     assert planned("BENCH_ARGS=--million").endswith("-m bench --million")
