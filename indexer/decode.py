@@ -28,7 +28,7 @@ from typing import NoReturn
 from . import abi
 from .errors import UnindexableLog
 from .models import Decoded, NewToken, RawLog, TokenEvent, TokenKind, Transfer, Wire
-from .wire import as_wire, typed
+from .wire import as_wire
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def decode(
             number = item.block_number
             if starts and address in starts and int(number, 16) < starts[address]:
                 continue
-            at = blocks.get(number) or _block(blocks, item, number, known)
+            at = blocks.get(number) or _block(blocks, item.block_timestamp, number, known)
             if topic0 == transfer_topic:
                 if len(topics) != 3:
                     raise Malformed(f"{len(topics)} topics, expected 3")
@@ -256,10 +256,11 @@ def _word(words: dict[str, str], word: str) -> str:
     return address
 
 
-def _block(blocks: dict[str, tuple[int, int]], item: Wire, number: str, known: Mapping[int, int]) -> tuple[int, int]:
-    """(number, time) of a log's block, kept for its other logs; the time from blockTimestamp or headers."""
+def _block(blocks: dict[str, tuple[int, int]], stamp: str | None, number: str,
+           known: Mapping[int, int]) -> tuple[int, int]:
+    """(number, time) of a log's block, kept for its other logs; the time from its blockTimestamp
+    (``stamp``) or headers."""
     block = int(number, 16)
-    stamp = item.block_timestamp
     if stamp:
         return blocks.setdefault(number, (block, int(stamp, 16)))
     if block not in known:
@@ -281,8 +282,7 @@ def _factory_log(raw: RawLog, out: Decoded, known: Mapping[int, int]) -> None:
     args = decode_event(NEW_TOKEN, raw)
     token = str(args["newToken"])
     out.new_tokens.append(NewToken(raw.address, token, str(args["name"]), str(args["symbol"]), raw.block_number))
-    time = raw.block_time if raw.block_time is not None else _block({}, typed([raw.wire()])[0], hex(raw.block_number),
-                                                                    known)[1]
+    time = raw.block_time if raw.block_time is not None else _block({}, None, hex(raw.block_number), known)[1]
     out.events.append(TokenEvent(raw.address, raw.block_number, time, raw.tx_hash, raw.log_index, "NewToken", args))
 
 

@@ -48,8 +48,7 @@ class Log(msgspec.Struct, rename="camel", gc=False):
         return default if value is None else value
 
     def __getitem__(self, key: str) -> Any:
-        name = _ATTRIBUTE.get(key)
-        value = getattr(self, name) if name is not None else None
+        value = self.get(key)
         if value is None:
             raise KeyError(key)
         return value
