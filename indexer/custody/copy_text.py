@@ -29,7 +29,7 @@ from itertools import islice
 from ..errors import InputError
 from . import fields as f
 from .fields import COLUMNS, At, CustodyRecord
-from .parse import Stream
+from .parse import Stream, blank_row
 
 COPY_COLUMNS = ("underlying", "custodian", "account", "settled_shares", "in_transit_shares", "as_of", "attestor",
                 "ripcord", "ripcord_details", "source", "payload_sha256")
@@ -133,10 +133,8 @@ class Encoder:
         try:
             for row in reader:
                 if len(row) != width or not all(row):
-                    if not any(cell.strip() for cell in row):
+                    if blank_row(row, width, ctx.name, reader.line_num):
                         continue
-                    if len(row) != width:
-                        raise At(ctx.name, reader.line_num).fail(None, f"{len(row)} fields, the header has {width}")
                     out.append(self._record(At(ctx.name, reader.line_num), f.row_record(
                         At(ctx.name, reader.line_num), dict(zip(names, row, strict=True)), ctx)))
                 else:

@@ -204,6 +204,17 @@ def _lines(head: bytes, rest: IO[bytes], name: str) -> Iterator[str]:
         yield pending
 
 
+def blank_row(row: list[str], width: int, name: str, line: int) -> bool:
+    """For a CSV row that is not ``width`` filled cells: True when it is blank (skipped), an
+    InputError when it has another number of fields, else False (its empty cells are checked
+    as a record's)."""
+    if not any(cell.strip() for cell in row):
+        return True
+    if len(row) != width:
+        raise At(name, line).fail(None, f"{len(row)} fields, the header has {width}")
+    return False
+
+
 def _from_csv(rows: CsvRows) -> Iterator[tuple[At, CustodyRecord]]:
     reader, names = rows.open()
     ctx = rows.ctx
@@ -211,11 +222,8 @@ def _from_csv(rows: CsvRows) -> Iterator[tuple[At, CustodyRecord]]:
         width = len(names)
         fast = _FastCsv(names, ctx)
         for row in reader:
-            if len(row) != width or not all(row):
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != width:
-                    raise At(ctx.name, reader.line_num).fail(None, f"{len(row)} fields, the header has {width}")
+            if (len(row) != width or not all(row)) and blank_row(row, width, ctx.name, reader.line_num):
+                continue
             at = At(ctx.name, reader.line_num)
             yield at, fast.record(row) or f.row_record(at, dict(zip(names, row, strict=True)), ctx)
     except csv.Error as exc:

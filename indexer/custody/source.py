@@ -81,21 +81,38 @@ def open_file(path: str, limit: int) -> Source:
         raise
 
 
+class _Spool:
+    """A temporary file (which the Source will own) with its digest and size, refused past
+    ``limit`` bytes (``what`` names the input in that error); closed if filling it fails."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.out = tempfile.TemporaryFile()
+        self.digest, self.size, self.what, self.limit = hashlib.sha256(), 0, what, limit
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _too_large(self.what, self.limit)
+        self.digest.update(chunk)
+        self.out.write(chunk)
+
+    def source(self, name: str) -> Source:
+        self.out.seek(0)
+        return Source(name, self.out, self.digest.hexdigest(), self.size)
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.out.close()
+
+
 def _spool(name: str, stream: IO[bytes], limit: int) -> Source:
-    out = tempfile.TemporaryFile()  # the Source owns it
-    digest, size = hashlib.sha256(), 0
-    try:
+    with _Spool(name, limit) as spool:
         while chunk := stream.read(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(name, limit)
-            digest.update(chunk)
-            out.write(chunk)
-        out.seek(0)
-    except BaseException:
-        out.close()
-        raise
-    return Source(name, out, digest.hexdigest(), size)
+            spool.add(chunk)
+        return spool.source(name)
 
 
 def check_url(url: str, allow_http: bool) -> None:
@@ -143,17 +160,7 @@ def _follow(origin: str, current: str, location: str) -> str:
 async def _body(shown: str, response: aiohttp.ClientResponse, limit: int) -> Source:
     if response.content_length is not None and response.content_length > limit:
         raise _too_large(f"custody pull {shown}", limit)
-    out = tempfile.TemporaryFile()  # the Source owns it
-    digest, size = hashlib.sha256(), 0
-    try:
+    with _Spool(f"custody pull {shown}", limit) as spool:
         async for chunk in response.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(f"custody pull {shown}", limit)
-            digest.update(chunk)
-            out.write(chunk)
-        out.seek(0)
-    except BaseException:
-        out.close()
-        raise
-    return Source(shown, out, digest.hexdigest(), size)
+            spool.add(chunk)
+        return spool.source(shown)
