@@ -33,6 +33,7 @@ from .chain import Chain
 from .decode import OTHER_EVENTS
 from .ledger import fold
 from .models import ZERO_ADDRESS, Decoded, TokenKind, Transfer, Wire
+from .multicall import views_at
 from .store import Store
 from .wire import Log
 
@@ -62,16 +63,24 @@ class Upgraded:
 
 async def kind_changes(chain: Chain, raws: Sequence[Wire], active: Mapping[str, TokenState]) -> list[KindChange]:
     """Every Upgraded log of an active token after which the contract answers as another kind
-    (asked at the upgrade's block), in chain order."""
+    (asked at the upgrade's block), in chain order. Every upgrade's ask goes in one round trip
+    (multicall.views_at: one eth_call per block): a factory's new proxies each log Upgraded at
+    their deployment, and asked one by one they held the pipeline a round trip each."""
     kinds = {a: t.info.kind for a, t in active.items()}
-    out: list[KindChange] = []
     topic = UPGRADED_TOPIC  # nodes send topics in lowercase hex; one comparison per log (hot path)
-    for r in [r for r in raws if (t := r.topics if type(r) is Log else r.get("topics")) and t[0] == topic]:
-        token = str(r.get("address", "")).lower()
-        if token not in kinds:
-            continue
-        block = int(r["blockNumber"], 16)
-        answer = await chain.call(token, views.GET_CURRENT_MULTIPLIER, block)
+    upgrades = [(str(r.get("address", "")).lower(), int(r["blockNumber"], 16), r)
+                for r in raws if (t := r.topics if type(r) is Log else r.get("topics")) and t[0] == topic]
+    upgrades = [u for u in upgrades if u[0] in kinds]
+    if not upgrades:
+        return []
+    asks: dict[int | str, list[tuple[str, str]]] = {}
+    for token, block, _ in upgrades:
+        asks.setdefault(block, []).append((token, views.GET_CURRENT_MULTIPLIER))
+    answers = (await views_at(chain, asks))[0]
+    out: list[KindChange] = []
+    for token, block, r in upgrades:
+        got = answers[block]
+        answer = None if got is None else got[asks[block].index((token, views.GET_CURRENT_MULTIPLIER))]
         kind = TokenKind.XSTOCK if views.as_multiplier(answer) is not None else TokenKind.ERC20
         if kind is kinds[token]:
             continue

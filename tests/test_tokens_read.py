@@ -45,3 +45,38 @@ async def test_every_xstock_in_one_round_trip(world: World) -> None:
             assert nothing == [(None, ONE)]  # no code there
         finally:
             await chain.rpc.close()
+
+
+async def test_upgrades_asked_in_one_round_trip(world: World) -> None:
+    """upgrades.kind_changes asks the kind after every Upgraded log of a range at once (one
+    eth_call per block): the factory's proxies each log Upgraded when deployed, and one round
+    trip each held the pipeline. The answers are those of asking each upgrade alone."""
+    from indexer import decode
+    from indexer.batch_sql import TokenState
+    from indexer.models import TokenInfo
+    from indexer.upgrades import UPGRADED_TOPIC, kind_changes
+
+    with RpcProxy(world.rpc_url) as proxy:
+        chain = Chain(Rpc([proxy.url]))
+        try:
+            head = await chain.head()
+            addresses = list(world.all_tokens.values())
+            raws = await chain.get_logs(addresses, decode.TOKEN_TOPICS + decode.FACTORY_TOPICS, 0, head)
+            upgraded = [r for r in raws if r["topics"][0] == UPGRADED_TOPIC]
+            assert len({(r["address"], r["blockNumber"]) for r in upgraded}) >= 3, "the world's proxies log Upgraded"
+            # followed as plain tokens: every xStock's upgrade is then a change of kind
+            active = {a.lower(): TokenState(TokenInfo(world.chain_id, a.lower(), "T", "T", "T", 18, TokenKind.ERC20,
+                                                      0, "config"), 0, ONE) for a in addresses}
+            before = proxy.stats["requests"]
+            changes = await kind_changes(chain, raws, active)
+            assert proxy.stats["requests"] - before == 1, "every upgrade of the range in one HTTP request"
+            alone: list[tuple[str, int]] = []  # asked one by one, in chain order, as before
+            for r in upgraded:
+                token, block = r["address"].lower(), int(r["blockNumber"], 16)
+                answer = await chain.call(token, views.GET_CURRENT_MULTIPLIER, block)
+                if views.as_multiplier(answer) is not None and token not in {t for t, _ in alone}:
+                    alone.append((token, block))
+            assert [(c.token, c.block_number) for c in changes] == alone
+            assert changes and all(c.after is TokenKind.XSTOCK for c in changes)
+        finally:
+            await chain.rpc.close()
