@@ -100,15 +100,23 @@ async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[F
     order. A range cut short (the answer was too large) is planned again from where it ended. A
     range whose factory announced tokens not followed yet is applied before the next ones are
     planned: they are fetched with the new tokens' addresses (else each range fetched ahead
-    asks its logs again for them when applied: 12 calls of 209 in the remote benchmark)."""
+    asks its logs again for them when applied: 12 calls of 209 in the remote benchmark). The
+    next range is started before a fetched one waits for the consumer: the remote benchmark's
+    requests otherwise stood still for 0.2-0.35 s at a time while a dense range was applied.
+    At most FETCHERS + ahead + 1 ranges are held at once."""
     pending: deque[tuple[int, asyncio.Task[Fetched]]] = deque()
     next_start = start
+
+    def top_up() -> None:
+        nonlocal next_start
+        while len(pending) < FETCHERS and next_start <= end:
+            s, e = sync.plan(next_start, end)
+            pending.append((e, asyncio.create_task(sync.fetch(s, e))))
+            next_start = e + 1
+
     try:
         while pending or next_start <= end:
-            while len(pending) < FETCHERS and next_start <= end:
-                s, e = sync.plan(next_start, end)
-                pending.append((e, asyncio.create_task(sync.fetch(s, e))))
-                next_start = e + 1
+            top_up()
             planned_end, task = pending.popleft()
             fetched = await task
             if fetched.end < planned_end:
@@ -117,8 +125,11 @@ async def _produce(sync: ChainSync, start: int, end: int, queue: asyncio.Queue[F
                 await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
                 pending.clear()
                 next_start = fetched.end + 1
+            announced = any(nt.token not in sync.tokens for nt in fetched.decoded.new_tokens)
+            if not announced:  # FETCHERS stay at work while the consumer applies (remote: a round trip each)
+                top_up()
             await queue.put(fetched)
-            if any(nt.token not in sync.tokens for nt in fetched.decoded.new_tokens) and next_start <= end:
+            if announced and next_start <= end:
                 while sync.cursor is None or sync.cursor.block_number < fetched.end:
                     applied.clear()
                     await applied.wait()
