@@ -229,3 +229,49 @@ async def test_a_provider_range_limit_becomes_the_ceiling(busy_world: World) -> 
 ])
 def test_suggested_end_reads_what_the_provider_accepts(message: str, end: int | None) -> None:
     assert suggested_end(message, 100, 50_000) == end
+
+
+def test_requests_go_side_by_side_only_when_as_wide_as_allowed_and_sparse() -> None:
+    sizer = RangeSizer(100, 100_000, 10_000)  # aim 5,000 logs
+    assert not sizer.side_by_side()  # nothing answered yet: the density is unknown
+    sizer.refused(2000, 500, 500)  # the node's own limit: 500 blocks
+    sizer.answered(500, 100)  # 0.2 logs a block: 100 a request, under a quarter of the aim
+    assert sizer.blocks == 500 and sizer.side_by_side()
+    sizer.answered(500, 2000)  # 4 logs a block: 2,000 a request, over a quarter of the aim
+    assert not sizer.side_by_side()
+    growing = RangeSizer(100, 100_000, 10_000)
+    growing.answered(100, 0)  # empty: the next request is 8x wider, not as wide as allowed yet
+    assert growing.blocks == 800 and not growing.side_by_side()
+
+
+@pytest.mark.parametrize("max_logs", [None, 60], ids=["sparse", "cut-for-size"])
+async def test_sparse_requests_of_a_range_go_side_by_side_and_tile_it_exactly(busy_world: World,
+                                                                             max_logs: int | None) -> None:
+    """fetch.tiled_logs across a stretched, sparse history under a provider's 300-block limit: two
+    requests in flight at once, the same logs in the same order as one request;
+    answers cut for their size (the provider's log cap) drop the request asked after them."""
+    from bench.provider import Provider
+    from indexer.fetch import TILES, tiled_logs
+
+    addresses = [*busy_world.all_tokens.values(), busy_world.factory]
+    stretch = 20
+    with Provider(busy_world.rpc_url, rtt=0.02, rate=None, max_range=None, max_logs=None, stretch=stretch) as plain, \
+            Provider(busy_world.rpc_url, rtt=0.02, rate=None, max_range=300, max_logs=max_logs,
+                     stretch=stretch) as capped:
+        whole_chain, chain = Chain(Rpc([plain.url])), Chain(Rpc([capped.url]))
+        try:
+            head = await whole_chain.head()
+            whole = await whole_chain.get_logs(addresses, TOKEN_TOPICS + FACTORY_TOPICS, 0, head)
+            sizer = RangeSizer(300, 100_000, 50_000)
+            logs, last = await tiled_logs(chain, addresses, 0, head, None, sizer)
+        finally:
+            await whole_chain.rpc.close()
+            await chain.rpc.close()
+        timeline = [(a, b) for a, b, method, _ in capped.timeline if method == "eth_getLogs"]
+    assert last == head
+    assert [_key(r) for r in logs] == [_key(r) for r in whole] and len(whole) > 300
+    most = max(sum(1 for a, b in timeline if a <= t < b) for t, _ in timeline)
+    # two at once; a third only while the provider still answers a request the client dropped
+    assert TILES == 2 and TILES <= most <= TILES + 1, timeline
+    if max_logs is not None:
+        assert capped.stats["refused_logs"] > 0
