@@ -85,6 +85,7 @@ class Provider:
         # every HTTP request since reset(): arrival and answer (s), its calls, HTTP status
         self.timeline: list[tuple[float, float, str, int]] = []
         self._since = time.monotonic()
+        self.since_wall = time.time()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -108,6 +109,7 @@ class Provider:
         self.ranges.clear()
         self.timeline.clear()
         self._since = time.monotonic()
+        self.since_wall = time.time()  # the same moment, to place a client's logged events on the timeline
 
     def __enter__(self) -> Provider:
         self._thread.start()

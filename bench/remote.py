@@ -183,7 +183,20 @@ def _backfill(done: runner.Finished, provider: Provider, best: dict[str, Any]) -
             "refused_range": provider.stats["refused_range"], "refused_logs": provider.stats["refused_logs"],
             "retries_logged": retries, "cpu_s": round(done.cpu_s, 2),
             "getlogs_ranges": [list(r) for r in provider.ranges],
-            "timeline": [list(t) for t in provider.timeline]}
+            "timeline": [list(t) for t in provider.timeline], "events": _events(done, provider)}
+
+
+def _events(done: runner.Finished, provider: Provider) -> list[list[Any]]:
+    """The backfill's logged events, in seconds on the provider's timeline (where the time
+    between the last answer and the end goes)."""
+    out: list[list[Any]] = []
+    for e in done.events:
+        try:
+            at = datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp()
+        except (KeyError, ValueError):
+            continue
+        out.append([round(at - provider.since_wall, 3), e.get("event")])
+    return out
 
 
 def show(result: dict[str, Any]) -> None:
