@@ -1,4 +1,5 @@
-"""A first backfill into an empty database: what it leaves to its end, and that end.
+"""A first backfill into an empty database: what it leaves to its end, and that end (or, behind
+a remote node, an early end between two ranges: pipeline.WhenIdle).
 
 Place: around the pipeline, in backfill.py (begin before the first step, finish after the last)
 and in Store.migrate (every writer's start finishes a first load that was killed). Two kinds of
@@ -73,9 +74,11 @@ async def begin(store: Store) -> bool:
     return await store.retry("first_load", run)
 
 
-async def finish(store: Store) -> None:
+async def finish(store: Store, early: bool = False) -> None:
     """Build the indexes that are missing (side by side, one connection each) and count what a
-    first load left pending; nothing when neither is left."""
+    first load left pending; nothing when neither is left. ``early``: between two ranges of the
+    load itself (pipeline.WhenIdle, behind a remote node); the batches after it keep their
+    indexes and counts up to date as any later batch does."""
     started = time.perf_counter()
     missing = [r["name"] for r in await store.fetch(
         "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL", list(DEFERRED_INDEXES))]
@@ -91,9 +94,9 @@ async def finish(store: Store) -> None:
         await asyncio.gather(*(build(statement) for statement in statements))
     if statements:
         await store.retry("build_indexes", build_all)
-        log.info("indexes_built", indexes=missing, seconds=round(time.perf_counter() - started, 3))
+        log.info("indexes_built", indexes=missing, seconds=round(time.perf_counter() - started, 3), early=early)
     started = time.perf_counter()
     if not await store.fetch("SELECT 1 FROM bulk_load LIMIT 1"):  # a read first: a standby serves it
         return
     if await store.transact("finish_bulk", finish_bulk):
-        log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3))
+        log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3), early=early)
