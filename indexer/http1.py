@@ -5,14 +5,12 @@ client stands in for aiohttp, whose import alone (it builds TLS contexts) was ha
 ``indexer status`` and ``backfill`` loaded. rpc.py keeps aiohttp for https://.
 
 ``Client.post`` sends a JSON body and reads the whole answer over a pool of keep-alive connections
-(each concurrent request takes its own); a Content-Length body is read in place into one bytearray
-(orjson and msgspec read it as it is), a chunked one chunk by chunk, else up to the close.
-
-Failure modes: ``AnswerTooLarge`` past ``max_body`` bytes (before reading when Content-Length
-says so); ``TimeoutError`` when the whole exchange takes over ``timeout``; ``OSError`` for the
-network (refused, reset, unknown host), and its subclass ``HttpError`` for a bad URL or an answer
-that is not HTTP/1.x (a garbage status line, bad framing) or ends early. A request that fails on a
-reused idle connection before any byte of its answer came (the server closed it meanwhile) is
+(one per concurrent request): a Content-Length body in place into one bytearray (orjson and msgspec
+read it as it is), a chunked one chunk by chunk, else up to the close. Failure modes:
+``AnswerTooLarge`` past ``max_body`` bytes (before reading, from Content-Length); ``TimeoutError``
+past ``timeout`` for the whole exchange; ``OSError`` for the network (refused, reset, unknown host),
+and its subclass ``HttpError`` for a bad URL or an answer not HTTP/1.x or cut short. A request that
+fails on a reused idle connection before any byte of answer (the server closed it meanwhile) is
 sent once more on a fresh connection; no other request is ever sent twice.
 """
 
@@ -40,10 +38,7 @@ class Answer(NamedTuple):
     body: bytearray
 
 
-class _Target(NamedTuple):
-    host: str
-    port: int
-    head: bytes  # the request's head up to the Content-Length value
+_Target = tuple[str, int, bytes]  # host, port, the request's head up to the Content-Length value
 
 
 def _target(url: str) -> _Target:
@@ -61,7 +56,7 @@ def _target(url: str) -> _Target:
     if parts.username is not None or parts.password is not None:
         secret = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
         lines.append("Authorization: Basic " + base64.b64encode(secret).decode())
-    return _Target(host, port, ("\r\n".join(lines) + "\r\nContent-Length: ").encode())
+    return host, port, ("\r\n".join(lines) + "\r\nContent-Length: ").encode()
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -92,8 +87,8 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             self._filled += nbytes
             self._target = None if self._filled == len(self._target) else self._target
-        if self._target is None and len(self.inbox) >= self._want:
-            self._wake()
+        if self._target is None and len(self.inbox) >= self._want and self._waiter and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def eof_received(self) -> bool:
         self.connection_lost(None)
@@ -101,9 +96,6 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = self.ended or exc or HttpError("the server closed the connection")
-        self._wake()
-
-    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -150,10 +142,7 @@ class _Connection(asyncio.BufferedProtocol):
                 pos = 0
                 await self.more(len(inbox) + 1)
                 continue
-            digits = inbox[pos:end].partition(b";")[0].strip()
-            if not digits or digits.lstrip(b"0123456789abcdefABCDEF"):
-                raise HttpError(f"bad chunk size {bytes(inbox[pos:end][:20])!r}")
-            if (size := int(digits, 16)) == 0:
+            if (size := _chunk_size(inbox[pos:end])) == 0:
                 del inbox[:end]  # "\r\n", trailers if any, "\r\n"
                 await self.block()
                 return body
@@ -165,7 +154,7 @@ class _Connection(asyncio.BufferedProtocol):
                 stop, pos = stop - pos, 0
                 await self.more(stop + 2)
                 continue
-            if inbox[stop:stop + 2] != b"\r\n":
+            if not inbox.startswith(b"\r\n", stop):
                 raise HttpError("a chunk is not followed by CRLF")
             body += memoryview(inbox)[end + 2:stop]
             pos = stop + 2
@@ -203,14 +192,13 @@ class _Connection(asyncio.BufferedProtocol):
             status, headers, version = _head(await self.block(status=True))
         tokens = headers.get("connection", "").lower()
         reusable = "close" not in tokens if version == b"HTTP/1.1" else "keep-alive" in tokens
-        length = headers.get("content-length")
         if status in (204, 304):
             body = bytearray()
         elif "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower().rpartition(",")[2].strip() != "chunked":
                 raise HttpError(f"answer in {headers['transfer-encoding']} transfer encoding")
             body = await self.chunked(max_body)
-        elif length is not None:
+        elif (length := headers.get("content-length")) is not None:
             if not (length.isascii() and length.isdigit()):
                 raise HttpError(f"bad Content-Length {length[:20]!r}")
             if int(length) > max_body:
@@ -223,6 +211,17 @@ class _Connection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _chunk_size(line: bytearray) -> int:
+    try:
+        size = int(line, 16)  # the common line: hex digits alone
+    except ValueError:  # extensions (";name=value"), or not a size
+        digits = line.partition(b";")[0].strip()
+        size = int(digits, 16) if digits and not digits.lstrip(b"0123456789abcdefABCDEF") else -1
+    if size < 0:
+        raise HttpError(f"bad chunk size {bytes(line[:20])!r}")
+    return size
 
 
 def _head(head: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -252,22 +251,22 @@ class Client:
 
     async def post(self, url: str, body: bytes, max_body: int) -> Answer:
         """POST ``body`` (JSON) to ``url``; the answer, whatever its status."""
-        target = self._targets.get(url) or self._targets.setdefault(url, _target(url))
-        request = b"%s%d\r\n\r\n%s" % (target.head, len(body), body)
+        host, port, head = self._targets.get(url) or self._targets.setdefault(url, _target(url))
+        request = b"%s%d\r\n\r\n%s" % (head, len(body), body)
         async with asyncio.timeout(self.timeout):
-            conn = self._take_idle(target)
+            conn = self._take_idle((host, port))
             if conn is not None:
                 try:
-                    return await self._exchange(conn, target, request, max_body)
+                    return await self._exchange(conn, (host, port), request, max_body)
                 except OSError:
                     if conn.received:  # the server read the request: never sent twice
                         raise
                     # closed by the server while idle (no byte of answer): once more on a fresh one
-            _, conn = await asyncio.get_running_loop().create_connection(_Connection, target.host, target.port)
-            return await self._exchange(conn, target, request, max_body)
+            _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+            return await self._exchange(conn, (host, port), request, max_body)
 
-    def _take_idle(self, target: _Target) -> _Connection | None:
-        idle = self._idle.get((target.host, target.port))
+    def _take_idle(self, origin: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()  # the most recently used: the likeliest to be still open
             if conn.ended is None and not conn.inbox:
@@ -275,7 +274,7 @@ class Client:
             conn.close()
         return None
 
-    async def _exchange(self, conn: _Connection, target: _Target, request: bytes, max_body: int) -> Answer:
+    async def _exchange(self, conn: _Connection, origin: tuple[str, int], request: bytes, max_body: int) -> Answer:
         self._busy.add(conn)
         try:
             answer, reusable = await conn.exchange(request, max_body)
@@ -284,7 +283,7 @@ class Client:
             raise
         finally:
             self._busy.discard(conn)
-        idle = self._idle.setdefault((target.host, target.port), [])
+        idle = self._idle.setdefault(origin, [])
         if reusable and len(idle) < _KEEP_IDLE:
             idle.append(conn)
         else:

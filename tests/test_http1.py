@@ -238,7 +238,8 @@ async def test_a_stalled_answer_times_out_and_its_connection_is_not_reused() -> 
 
 
 async def test_status_codes_are_classified_as_before() -> None:
-    statuses = {"eth_limited": "429 Too Many Requests", "eth_big": "413 Payload Too Large", "eth_down": "502 Bad Gateway"}
+    statuses = {"eth_limited": "429 Too Many Requests", "eth_big": "413 Payload Too Large",
+                "eth_down": "502 Bad Gateway"}
 
     async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
         method = orjson.loads(seen.body)["method"]
@@ -327,9 +328,9 @@ async def test_http10_bodies_to_the_close_interim_answers_and_ipv6() -> None:
 
 
 def test_url_parts() -> None:
-    target = http1._target("http://node.internal/rpc?x=1")
-    assert (target.host, target.port) == ("node.internal", 80)
-    assert target.head.startswith(b"POST /rpc?x=1 HTTP/1.1\r\nHost: node.internal\r\n")
+    host, port, head = http1._target("http://node.internal/rpc?x=1")
+    assert (host, port) == ("node.internal", 80)
+    assert head.startswith(b"POST /rpc?x=1 HTTP/1.1\r\nHost: node.internal\r\n")
     for bad in ("http://", "http://h:port/", "https://h/", "http://[::1/"):
         with pytest.raises(http1.HttpError):
             http1._target(bad)
