@@ -25,7 +25,7 @@ from .errors import AnswerTooLarge
 
 _MAX_HEAD = 64 * 1024  # status line and headers
 _SCRATCH = 256 * 1024  # what one read takes when not reading a body in place
-_KEEP_IDLE = 32  # idle connections kept per host
+_KEEP_IDLE = 64  # idle connections kept per host
 
 
 class HttpError(OSError):
@@ -63,12 +63,12 @@ class _Connection(asyncio.BufferedProtocol):
     """One socket. Bytes land in ``inbox`` through a scratch buffer, or straight into the buffer of
     a body of known length; the reader waits on ``_waiter`` for enough of them (``more``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scratch: memoryview) -> None:
         self.transport: asyncio.Transport | None = None
         self.inbox = bytearray()
         self.received = 0  # bytes read since the request was sent
-        self.ended: BaseException | None = None  # why the connection ended (HttpError at a clean EOF)
-        self._scratch = memoryview(bytearray(_SCRATCH))
+        self.ended: Exception | None = None  # why the connection ended (HttpError at a clean EOF)
+        self._scratch = scratch  # the client's, shared: each read is copied out of it at once
         self._target: memoryview | None = None
         self._filled = 0
         self._want = 0
@@ -209,6 +209,7 @@ class _Connection(asyncio.BufferedProtocol):
         return Answer(status, headers, body), reusable and self.ended is None and not self.inbox
 
     def close(self) -> None:
+        self.connection_lost(self.ended or HttpError("the connection was closed by this client"))
         if self.transport is not None:
             self.transport.close()
 
@@ -248,6 +249,7 @@ class Client:
         self._targets: dict[str, _Target] = {}
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._busy: set[_Connection] = set()
+        self._scratch = memoryview(bytearray(_SCRATCH))
 
     async def post(self, url: str, body: bytes, max_body: int) -> Answer:
         """POST ``body`` (JSON) to ``url``; the answer, whatever its status."""
@@ -262,7 +264,7 @@ class Client:
                     if conn.received:  # the server read the request: never sent twice
                         raise
                     # closed by the server while idle (no byte of answer): once more on a fresh one
-            _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+            _, conn = await asyncio.get_running_loop().create_connection(lambda: _Connection(self._scratch), host, port)
             return await self._exchange(conn, (host, port), request, max_body)
 
     def _take_idle(self, origin: tuple[str, int]) -> _Connection | None:
