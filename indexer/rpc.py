@@ -1,4 +1,7 @@
-"""JSON-RPC over HTTP: the transport under ``Chain`` (node -> chain.py -> fetch.py -> decode).
+"""JSON-RPC over HTTP: the transport under ``Chain`` (node -> http1.py -> rpc.py -> chain.py -> fetch.py).
+
+http:// URLs go through http1.py (no TLS, nothing heavy to import); https:// through aiohttp,
+imported at the first such request.
 
 ``Rpc`` sends single and batched requests to a list of endpoints (first is primary, the rest
 fallbacks), retrying transient failures with exponential backoff and jitter (tenacity) and moving
@@ -21,18 +24,20 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import aiohttp
 import orjson
 import tenacity
 
-from . import logconfig, memory
+from . import http1, logconfig, memory
 from .errors import AnswerTooLarge, ChainMoved, RpcError, RpcRangeTooLarge, RpcUnavailable, StateUnavailable, mask_url
 from .pacing import Outcome, Pacer, retry_after
 
+if TYPE_CHECKING:
+    import aiohttp  # for https:// URLs only, imported at the first (http1.py serves http://)
+
 log = logconfig.get("rpc")
-Parse = Callable[[bytes], Any]  # an answer's body -> its JSON values
+Parse = Callable[[bytes], Any]  # a body -> its JSON values; over http:// a bytearray (orjson, msgspec read it)
 
 # Messages providers use when an eth_getLogs request is too big (block range or result size).
 _RANGE_ERRORS = re.compile(
@@ -70,26 +75,19 @@ class Rpc:
     for metrics.
     """
 
-    def __init__(
-        self,
-        urls: Sequence[str],
-        *,
-        timeout: float = 30.0,
-        attempts: int | None = 8,
-        max_wait: float = 10.0,
-        on_error: Callable[[str], None] | None = None,
-        max_body: int = 256 * 1024 * 1024,
-        throttle_budget: float = 600.0,
-    ) -> None:
+    def __init__(self, urls: Sequence[str], *, timeout: float = 30.0, attempts: int | None = 8,
+                 max_wait: float = 10.0, on_error: Callable[[str], None] | None = None,
+                 max_body: int = 256 * 1024 * 1024, throttle_budget: float = 600.0) -> None:
         if not urls:
             raise ValueError("at least one RPC URL is required")
         self.urls = [_http_url(u) for u in urls]
         self._current = 0
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._attempts = attempts
         self._max_wait = max_wait
         self._on_error = on_error
         self.max_body = max_body  # larger answers are refused like a provider's size limit
+        self._plain = http1.Client(timeout)
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
         self.last_ok = 0.0  # monotonic time of the last usable answer
@@ -102,6 +100,7 @@ class Rpc:
         return self.urls[self._current]
 
     async def close(self) -> None:
+        await self._plain.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -135,10 +134,7 @@ class Rpc:
     async def batch_raw(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         start = next(self._ids)
         self._ids = itertools.count(start + len(calls))
-        payload = [
-            {"jsonrpc": "2.0", "id": start + i, "method": m, "params": list(p)}
-            for i, (m, p) in enumerate(calls)
-        ]
+        payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": list(p)} for i, (m, p) in enumerate(calls, start)]
         body, _ = await self._with_retries(orjson.dumps(payload), calls[0][0], cost=len(calls))
         if not isinstance(body, list) or len(body) != len(calls):
             if isinstance(body, dict) and "error" in body:
@@ -153,12 +149,9 @@ class Rpc:
     async def _with_retries(self, payload: bytes, method: str, max_body: int | None = None,
                             cost: int = 1, parse: Parse = orjson.loads) -> tuple[Any, int]:
         stop = tenacity.stop_never if self._attempts is None else tenacity.stop_after_attempt(self._attempts)
-        retrying = tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type(RpcUnavailable),
-            stop=stop,
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=self._max_wait),
-            reraise=True,
-        )
+        retrying = tenacity.AsyncRetrying(retry=tenacity.retry_if_exception_type(RpcUnavailable), stop=stop,
+                                          wait=tenacity.wait_exponential_jitter(initial=0.1, max=self._max_wait),
+                                          reraise=True)
         async for attempt in retrying:
             with attempt:
                 url = self.url
@@ -200,32 +193,27 @@ class Rpc:
                 await self.pacer.release(ticket, outcome, wait)
 
     async def _post(self, url: str, payload: bytes, max_body: int, parse: Parse) -> tuple[Any, int]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         shown = mask_url(url)
         try:
-            async with self._session.post(url, data=payload, headers={"Content-Type": "application/json"}) as resp:
-                status = resp.status
-                if status == 429:
-                    self._count("http_429")
-                    await resp.read()
-                    raise RateLimited(f"{shown}: HTTP 429", retry_after(resp.headers.get("Retry-After")))
-                body = await self._read(resp, max_body)
+            post = self._plain.post if url[:7].lower() == "http://" else self._post_tls
+            status, headers, body = await post(url, payload, max_body)
         except TimeoutError:
             self._count("timeout")
             raise RpcTimedOut(f"{shown}: timed out") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            self._count("connection")
-            raise RpcUnavailable(f"{shown}: {type(exc).__name__}: {str(exc).replace(url, shown)[:200]}") from None
+        except OSError as exc:
+            raise self._unreachable(url, exc) from None
+        if status == 429:
+            self._count("http_429")
+            raise RateLimited(f"{shown}: HTTP 429", retry_after(headers.get("retry-after")))
         if status == 413:
             raise RpcRangeTooLarge(f"{shown}: HTTP 413 response too large")
-        if status == 429 or status >= 500:
+        if status >= 500:
             self._count(f"http_{status}")
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         if len(body) >= memory.LARGE_ANSWER and not memory.done:  # see memory.py: page faults
             memory.keep_for_reuse()
         try:
-            decoded = parse(body)
+            decoded = parse(cast(bytes, body))
         except orjson.JSONDecodeError:
             self._count("bad_json")
             raise RpcUnavailable(f"{shown}: answer is not JSON (HTTP {status}, {len(body)} bytes)") from None
@@ -240,20 +228,31 @@ class Rpc:
             raise RpcUnavailable(f"{shown}: HTTP {status}")
         return decoded, len(body)
 
-    async def _read(self, resp: aiohttp.ClientResponse, max_body: int) -> bytes:
-        """The body, refused past ``max_body`` bytes (AnswerTooLarge, so eth_getLogs cuts the
-        range). Nodes without a result cap (anvil) would otherwise let one range that runs from
-        sparse into dense blocks put hundreds of MB of JSON in memory at once. With a
-        Content-Length the refusal comes before reading, and says the size."""
-        if resp.content_length is not None and resp.content_length > max_body:
-            raise AnswerTooLarge(f"answer of {resp.content_length} bytes is over {max_body}", resp.content_length)
-        chunks, size = [], 0
-        async for chunk in resp.content.iter_chunked(1 << 20):
-            size += len(chunk)
-            if size > max_body:
-                raise AnswerTooLarge(f"answer is over {max_body} bytes", None)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _post_tls(self, url: str, payload: bytes, max_body: int) -> http1.Answer:
+        """https:// through aiohttp (imported here: it builds TLS contexts at import), answered as
+        http1.py answers: the body refused past ``max_body`` (AnswerTooLarge)."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+        try:
+            async with self._session.post(url, data=payload, headers={"Content-Type": "application/json"}) as resp:
+                if (size := resp.content_length) is not None and size > max_body:
+                    raise AnswerTooLarge(f"answer of {size} bytes is over {max_body}", size)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    body += chunk
+                    if len(body) > max_body:
+                        raise AnswerTooLarge(f"answer is over {max_body} bytes", None)
+                return http1.Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, body)
+        except aiohttp.ClientError as exc:
+            if isinstance(exc, OSError):  # also a TimeoutError: _post tells them apart
+                raise
+            raise self._unreachable(url, exc) from None
+
+    def _unreachable(self, url: str, exc: Exception) -> RpcUnavailable:
+        self._count("connection")
+        return RpcUnavailable(f"{mask_url(url)}: {type(exc).__name__}: {str(exc).replace(url, mask_url(url))[:200]}")
 
     def _count(self, kind: str) -> None:
         if self._on_error is not None:

@@ -3,8 +3,8 @@
 Checked on what a fresh interpreter has in sys.modules, not on time (a shared machine makes
 timings flaky): `indexer --help` loads argparse and nothing heavy; the modules each command
 runs never load web3, eth-abi or eth-utils (decode and the contract views read ABI with
-indexer.abi, checked against eth-abi in tests/test_abi.py), and only the daemon loads the HTTP
-server.
+indexer.abi, checked against eth-abi in tests/test_abi.py), only the daemon loads the HTTP
+server, and a node at an http:// URL is read without aiohttp (indexer/http1.py).
 """
 
 from __future__ import annotations
@@ -92,3 +92,15 @@ def test_a_backfill_with_nothing_to_do_reads_no_schema_file(world: World, world_
     code = f"from indexer.cli import main\nassert main(['--config', {str(world_config)!r}, 'backfill']) == 0"
     modules = loaded_after(code)
     assert "indexer.first_load" in modules and "zipfile" not in modules
+
+
+def test_status_and_backfill_over_http_do_not_import_aiohttp(world: World, world_config: Path) -> None:
+    """A node at an http:// URL (anvil here) is read through indexer.http1; aiohttp, whose
+    import builds TLS contexts (0.06-0.12 s), is for https:// URLs only."""
+    assert world.rpc_url.startswith("http://")
+    assert cli("backfill", config=world_config).returncode == 0
+    for command in ("status", "backfill"):
+        code = f"from indexer.cli import main\nassert main(['--config', {str(world_config)!r}, {command!r}]) == 0"
+        modules = loaded_after(code)
+        assert "indexer.http1" in modules and "indexer.rpc" in modules, command
+        assert [m for m in modules if m == "aiohttp" or m.startswith("aiohttp.")] == [], command
