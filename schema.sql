@@ -128,8 +128,11 @@ COMMENT ON TABLE share_balances IS 'The share ledger: shares per holder as of th
 -- The ledger by size, for top_holders: it reads a token's largest holdings down this index and
 -- stops at the rank asked, where ranking the whole ledger sorted every holder of the token. It
 -- costs the HOT updates above (an update of shares writes index entries), hence a first backfill
--- drops it and builds it once at its end (first_load.py DEFERRED_INDEXES).
-CREATE INDEX IF NOT EXISTS share_balances_rank ON share_balances (chain_id, token, shares);
+-- drops it and builds it once at its end (first_load.py DEFERRED_INDEXES). Partial (shares > 0,
+-- as top_holders asks): a lookup of one holder (chain, token, holder) can then only take the
+-- primary key. Whole, the planner of a batch's per-day upkeep on a ledger without statistics took
+-- it at equal cost and filtered every balance of the token per holder (2.4 s for one batch).
+CREATE INDEX IF NOT EXISTS share_balances_rank ON share_balances (chain_id, token, shares) WHERE shares > 0;
 
 -- Holder counts without counting: a token can have a million holders, and status, token_supply
 -- and the demo ask for the count all the time. Triggers on share_balances keep, in the writing

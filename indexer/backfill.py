@@ -55,6 +55,8 @@ async def backfill(
             finally:
                 if first:  # also after a failure: what was committed gets its indexes and counts
                     await first_load.finish(store)
+                if idle is not None and idle.action is None:  # ended early: analyzed while small
+                    await first_load.analyze(store)
         finally:
             await store.close()
     finally:

@@ -35,6 +35,8 @@ log = logconfig.get("first_load")
 # Indexes built once at the end: transfer_log's holder indexes, on random keys (its primary key,
 # day index and BRIN stay: rows arrive nearly in their order), and the ledger's by size.
 DEFERRED_INDEXES = ("transfer_log_from", "transfer_log_to", "share_balances_rank")
+# Analyzed once the load is counted: what later batches look holders up in, by key.
+ANALYZED = ("share_balances", "holder_marks", "holder_days", "holder_checkpoints", "checkpoint_shares")
 
 
 def deferred_index_statements() -> list[str]:
@@ -99,4 +101,12 @@ async def finish(store: Store, early: bool = False) -> None:
     if not await store.fetch("SELECT 1 FROM bulk_load LIMIT 1"):  # a read first: a standby serves it
         return
     if await store.transact("finish_bulk", finish_bulk):
+        await analyze(store)
         log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3), early=early)
+
+
+async def analyze(store: Store) -> None:
+    """Statistics of the loaded tables now, not at autovacuum's next pass (the end of a first
+    load, and of a backfill whose first load ended early, on tables then still small): planned
+    on a ledger without them, a batch's per-day upkeep read 0.25 s as 2.4 s."""
+    await store.fetch(f"ANALYZE {', '.join(ANALYZED)}")

@@ -210,8 +210,8 @@ async def test_a_version_2_database_upgrades_and_fills_holder_days(
                                          "holder_history_from(t.chain_id, t.token, NULL) h ORDER BY 1, 2")
         config = world.write_toml(tmp_path / "old.toml", old_url)
         done = cli("migrate", config=config)
-        assert done.returncode == 0 and "applied step 3, 4" in done.stdout, done.stdout + done.stderr
-        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3, 4]
+        assert done.returncode == 0 and "applied step 3, 4, 5" in done.stdout, done.stdout + done.stderr
+        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [2, 3, 4, 5]
         assert await fetch(old_url, "SELECT count(*) FROM holder_days") != [(0,)]
         await days_equal_a_recount(old_url)
         assert await checkpoints_equal_a_replay(old_url) >= 3  # filled from transfer_log
@@ -238,6 +238,7 @@ async def test_a_first_load_counts_days_once_at_its_end(desk: Desk, database_url
     assert first.returncode == 0, first.stderr
     assert '"holder_days_counted"' in first.stderr  # counted once, at the end
     assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(0,)]
+    await analyzed(database_url)
     await days_equal_a_recount(database_url)
     assert await checkpoints_equal_a_replay(database_url) >= 2
     # A first load killed after some batches: its row stays, and batches meanwhile skip the upkeep.
@@ -255,6 +256,15 @@ async def test_a_first_load_counts_days_once_at_its_end(desk: Desk, database_url
     await checkpoints_equal_a_replay(database_url)
     later = cli("--log-json", "backfill", config=desk.config)  # nothing pending: nothing counted
     assert later.returncode == 0 and '"holder_days_counted"' not in later.stderr, later.stderr
+
+
+async def analyzed(url: str) -> None:
+    """The ledger and the per-day tables have statistics once a first load is counted (a batch's
+    upkeep planned without them looked holders up by share_balances_rank, a whole token's
+    ledger per holder)."""
+    for table in ("share_balances", "holder_marks"):
+        assert await fetch(url, "SELECT count(*) > 0 FROM pg_stats WHERE tablename = $1 AND attname = 'holder'",
+                           table) == [(True,)], table
 
 
 async def index_without_migrate(desk: Desk) -> None:
@@ -295,6 +305,7 @@ async def test_a_first_load_behind_a_remote_node_counts_days_early(desk: Desk, d
     assert len(counted) == 1 and counted[0]["early"] is True, names
     assert names.index("holder_days_counted") < names.index("backfill_done"), names
     assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(0,)]
+    await analyzed(database_url)
     assert await fetch(database_url, "SELECT count(*) FROM pg_indexes WHERE indexname IN "
                                      "('transfer_log_from', 'transfer_log_to', 'share_balances_rank')") == [(3,)]
     assert await days_equal_a_recount(database_url) > 0

@@ -25,6 +25,7 @@ from tests.oracle import Oracle
 from tests.test_schema import CATALOG
 
 V3_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v3.sql"  # schema.sql of version 3
+V4_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "schema_v4.sql"  # schema.sql of version 4
 A, B, C = ("0x" + x * 20 for x in ("a1", "a2", "a3"))
 DUST, SMALL = "0x" + "d1" * 20, "0x" + "d3" * 20
 TOP = "SELECT chain_id, token, rank, holder, shares, balance_raw FROM top_holders"
@@ -174,13 +175,46 @@ async def test_a_version_3_database_upgrades_to_the_index(
         assert await fetch(old_url, "SELECT to_regclass('share_balances_rank') IS NULL") == [(True,)]
         config = world.write_toml(tmp_path / "old.toml", old_url)
         done = cli("migrate", config=config)
-        assert done.returncode == 0 and "applied step 4" in done.stdout, done.stdout + done.stderr
-        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [3, 4]
+        assert done.returncode == 0 and "applied step 4, 5" in done.stdout, done.stdout + done.stderr
+        assert [r[0] for r in await fetch(old_url, "SELECT version FROM schema_version ORDER BY 1")] == [3, 4, 5]
         fresh, upgraded = await fetch(database_url, CATALOG), await fetch(old_url, CATALOG)
         assert sorted(map(tuple, upgraded)) == sorted(map(tuple, fresh))  # the catalog of a fresh database
         assert await ranks_equal_a_recount(old_url) == await ranks_equal_a_recount(database_url)
         sim.run(blocks=2, moves_per_block=5)  # and it goes on indexing, exactly
         assert cli("backfill", config=config).returncode == 0
         await ranks_equal_a_recount(old_url)
+    finally:
+        await execute(pg_server.url, f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+
+
+async def test_a_version_4_database_gets_the_partial_index(
+        world: World, world_config: Path, database_url: str, pg_server: PgServer, tmp_path: Path) -> None:
+    """Version 4's share_balances_rank covered every row: a lookup of one holder could take it at
+    the cost of the primary key, and filtered the token's whole ledger. Step 5 makes it partial
+    (shares > 0, what top_holders reads), so only the primary key answers such a lookup."""
+    sim = Simulator(world, seed=9, n_holders=15)
+    sim.run(blocks=3, moves_per_block=6)
+    assert cli("backfill", config=world_config).returncode == 0
+    tables = [r["relname"] for r in await fetch(
+        database_url, "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                      "AND relkind = 'r' AND relname <> 'schema_version' AND relname NOT LIKE 'writer_lock_%' "
+                      "AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = oid AND a.attgenerated <> '') "
+                      "ORDER BY relname")]
+    rank = "SELECT indexdef FROM pg_indexes WHERE indexname = 'share_balances_rank'"
+    old = f"t_{uuid.uuid4().hex[:16]}"
+    await execute(pg_server.url, f'CREATE DATABASE "{old}"')
+    try:
+        old_url = pg_server.url_for(old)
+        await copy_into_release(database_url, old_url, V4_SCHEMA.read_text(), tables, version=4)
+        assert "WHERE" not in str(await fetch(old_url, rank))
+        done = cli("migrate", config=world.write_toml(tmp_path / "old.toml", old_url))
+        assert done.returncode == 0 and "applied step 5" in done.stdout, done.stdout + done.stderr
+        assert "WHERE (shares > (0)::numeric)" in str(await fetch(old_url, rank))
+        fresh, upgraded = await fetch(database_url, CATALOG), await fetch(old_url, CATALOG)
+        assert sorted(map(tuple, upgraded)) == sorted(map(tuple, fresh))  # the catalog of a fresh database
+        assert await ranks_equal_a_recount(old_url) == await ranks_equal_a_recount(database_url)
+        plan = await fetch(old_url, "EXPLAIN SELECT shares FROM share_balances WHERE chain_id = $1 AND token = $2 "
+                                    "AND holder = $3", world.chain_id, "0x" + "11" * 20, "0x" + "22" * 20)
+        assert "share_balances_rank" not in str(plan)
     finally:
         await execute(pg_server.url, f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
