@@ -2,10 +2,11 @@
 
 Transfer and TransferShares are decoded on a fast path that reads the logs as the answer's parse
 left them (wire.Log: the node's hex strings as struct fields): a topic word is turned into an
-address once per distinct word and range, the data word is one ``int(data, 16)`` (one per move
-when TransferShares carries the same word, at a multiplier of 1.0), block numbers and times are
-parsed once per block; an xStock Transfer takes the next log as its TransferShares at once. Every other event goes
-through indexer.abi (the same answers as eth-abi, tested; importing eth-abi costs 0.2 s).
+address once per distinct word (remembered from range to range), the data word is one
+``int(data, 16)`` (one per move when TransferShares carries the same word, at a multiplier of
+1.0), block numbers and times are parsed once per block; an xStock Transfer takes the next log
+as its TransferShares at once. Every other event goes through indexer.abi (the same answers as
+eth-abi, tested; importing eth-abi costs 0.2 s).
 ``tests/test_decode.py`` checks ``decode()`` itself against eth-abi on random logs.
 
 An xStock move is a Transfer immediately followed (same transaction, next log index) by its
@@ -100,6 +101,7 @@ class Malformed(ValueError):
 _ADDRESS_PAD = "0x" + "0" * 24
 _is_hex = re.compile(r"[0-9a-fA-F]*").fullmatch
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_WORDS: dict[str, str] = {}  # topic word -> address, kept from range to range (each met its holders afresh)
 
 
 def word_address(topic: str) -> str:
@@ -153,13 +155,8 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def decode(
-    logs: Sequence[Wire] | Sequence[RawLog],
-    kinds: Mapping[str, TokenKind],
-    factories: Iterable[str] = (),
-    block_times: Mapping[int, int] | None = None,
-    starts: Mapping[str, int] | None = None,
-) -> Decoded:
+def decode(logs: Sequence[Wire] | Sequence[RawLog], kinds: Mapping[str, TokenKind], factories: Iterable[str] = (),
+           block_times: Mapping[int, int] | None = None, starts: Mapping[str, int] | None = None) -> Decoded:
     """Decode logs (in chain order, as eth_getLogs returns them) of tokens whose kinds are known
     and of factories. This is the hot path of a backfill: it reads wire.Log fields directly
     (dicts, as tests write logs, are turned into them first).
@@ -174,7 +171,7 @@ def decode(
     append = out.transfers.append
     new = tuple.__new__  # Transfer(...) runs a Python-level __new__: 3x slower than this
     xstock, transfer_topic, shares_topic = TokenKind.XSTOCK, TRANSFER_TOPIC, TRANSFER_SHARES_TOPIC
-    words: dict[str, str] = {}  # topic word -> address, checked once per distinct word
+    words = _WORDS  # topic word -> address, checked once per distinct word
     blocks: dict[str, tuple[int, int]] = {}  # hex block number -> (number, time)
     tx_raw = tx = ""
     stream = iter(wire)
@@ -202,7 +199,7 @@ def decode(
                 frm = words.get(word1) or _word(words, word1)
                 to = words.get(word2) or _word(words, word2)
                 data = item.data
-                if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
+                if len(data) != 66 or data[1] != "x" or data[0] != "0" or "_" in data or data[-1] not in _HEX_DIGITS:
                     raise Malformed(_data_length(data))
                 amount = int(data, 16)
                 raw_tx = item.transaction_hash
@@ -231,7 +228,7 @@ def decode(
                     append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, amount)))
                     continue
                 data = item.data
-                if len(data) != 66 or data[:2] != "0x" or "_" in data or data[-1] not in _HEX_DIGITS:
+                if len(data) != 66 or data[1] != "x" or data[0] != "0" or "_" in data or data[-1] not in _HEX_DIGITS:
                     raise Malformed(_data_length(data))
                 append(new(Transfer, (address, at[0], at[1], tx, index, frm, to, amount, int(data, 16))))
             elif topic0 == shares_topic:
@@ -249,9 +246,11 @@ def decode(
 
 
 def _word(words: dict[str, str], word: str) -> str:
-    """The address in a topic word (checked), remembered for the rest of the range."""
+    """The address in a topic word (checked), remembered for the next ones (up to 20k words)."""
     address = words.get(word)
     if address is None:
+        if len(words) >= 20_000:
+            words.clear()
         address = words[word] = word_address(word)
     return address
 
