@@ -18,7 +18,7 @@ from .chain import Chain
 from .chain_writer import open_chain, writer
 from .config import ChainConfig, Settings
 from .errors import InputError
-from .pipeline import WhenIdle, catch_up_retrying
+from .pipeline import catch_up_retrying
 from .progress import Progress
 from .store import Store
 from .sync import StepResult
@@ -46,17 +46,13 @@ async def backfill(
                 for cfg in chains:
                     await check_from_block(settings, cfg, store, from_block)
             first = await first_load.begin(store)
-            # one chain behind a remote node ends the bulk mode as soon as it waits on the node
-            idle = WhenIdle(lambda: first_load.finish(store, early=True)) if first and len(chains) == 1 else None
             try:
                 return list(await asyncio.gather(*(
-                    _backfill_chain(settings, cfg, store, from_block, to_block, node, idle)
+                    _backfill_chain(settings, cfg, store, from_block, to_block, node)
                     for cfg, node in zip(chains, nodes, strict=True))))
             finally:
                 if first:  # also after a failure: what was committed gets its indexes and counts
                     await first_load.finish(store)
-                if idle is not None and idle.action is None:  # ended early: analyzed while small
-                    await first_load.analyze(store)
         finally:
             await store.close()
     finally:
@@ -112,7 +108,7 @@ async def check_from_block(settings: Settings, cfg: ChainConfig, store: Store, f
 
 async def _backfill_chain(
     settings: Settings, cfg: ChainConfig, store: Store, from_block: int | None, to_block: int | None,
-    node: asyncio.Task[tuple[Chain, int, int]], idle: WhenIdle | None = None,
+    node: asyncio.Task[tuple[Chain, int, int]],
 ) -> dict[str, Any]:
     structlog_ctx = {"chain": cfg.name, "mode": "backfill"}
     chain, chain_id, head = await asyncio.shield(node)  # shielded: _close_unused closes it if taken
@@ -134,7 +130,7 @@ async def _backfill_chain(
             def show(result: StepResult) -> None:
                 if not result.reorg_depth:
                     progress.update(result.to_block, result.logs, result.transfers)
-            await catch_up_retrying(sync, target, show, idle)
+            await catch_up_retrying(sync, target, show)
         await store.set_head(sync.chain_id, sync.head)  # indexer_progress: head and lag as last seen
         summary = progress.summary()
         summary["chain_id"] = sync.chain_id

@@ -1,5 +1,4 @@
-"""A first backfill into an empty database: what it leaves to its end, and that end (or, behind
-a remote node, an early end between two ranges: pipeline.WhenIdle).
+"""A first backfill into an empty database: what it leaves to its end, and that end.
 
 Place: around the pipeline, in backfill.py (begin before the first step, finish after the last)
 and in Store.migrate (every writer's start finishes a first load that was killed). Two kinds of
@@ -76,11 +75,9 @@ async def begin(store: Store) -> bool:
     return await store.retry("first_load", run)
 
 
-async def finish(store: Store, early: bool = False) -> None:
+async def finish(store: Store) -> None:
     """Build the indexes that are missing (side by side, one connection each) and count what a
-    first load left pending; nothing when neither is left. ``early``: between two ranges of the
-    load itself (pipeline.WhenIdle, behind a remote node); the batches after it keep their
-    indexes and counts up to date as any later batch does."""
+    first load left pending, then analyze what was counted; nothing when neither is left."""
     started = time.perf_counter()
     missing = [r["name"] for r in await store.fetch(
         "SELECT name FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NULL", list(DEFERRED_INDEXES))]
@@ -96,17 +93,16 @@ async def finish(store: Store, early: bool = False) -> None:
         await asyncio.gather(*(build(statement) for statement in statements))
     if statements:
         await store.retry("build_indexes", build_all)
-        log.info("indexes_built", indexes=missing, seconds=round(time.perf_counter() - started, 3), early=early)
+        log.info("indexes_built", indexes=missing, seconds=round(time.perf_counter() - started, 3))
     started = time.perf_counter()
     if not await store.fetch("SELECT 1 FROM bulk_load LIMIT 1"):  # a read first: a standby serves it
         return
     if await store.transact("finish_bulk", finish_bulk):
         await analyze(store)
-        log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3), early=early)
+        log.info("holder_days_counted", seconds=round(time.perf_counter() - started, 3))
 
 
 async def analyze(store: Store) -> None:
-    """Statistics of the loaded tables now, not at autovacuum's next pass (the end of a first
-    load, and of a backfill whose first load ended early, on tables then still small): planned
-    on a ledger without them, a batch's per-day upkeep read 0.25 s as 2.4 s."""
+    """Statistics of the loaded tables now, not at autovacuum's next pass: planned on a ledger
+    without them, a batch's per-day upkeep after a first load read 0.25 s as 2.4 s."""
     await store.fetch(f"ANALYZE {', '.join(ANALYZED)}")

@@ -11,52 +11,22 @@ ranges fetched after it are dropped. :func:`catch_up_retrying` adds the backfill
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .errors import NodeBehind, Retryable
 from .retry import StepRetry
 from .sync import ChainSync, Fetched, StepResult
 
-__all__ = ["WhenIdle", "catch_up", "catch_up_retrying"]
+__all__ = ["catch_up", "catch_up_retrying"]
 
 OnStep = Callable[[StepResult], None]
 FETCHERS = 2  # ranges fetched at once ahead of the one applied
 RETRY_ATTEMPTS = 8  # a backfill's tries of a failing step (the daemon retries without end)
 
 
-class WhenIdle:
-    """Work run once between two ranges (nothing in flight to the database), as soon as the
-    pipeline is seen waiting on the node: over at least ``AFTER`` ranges, this process used
-    under ``BUSY`` of the time since the first in CPU. A first load uses it to end its bulk
-    mode early (first_load.finish) behind a remote node, where the CPU and the database are
-    idle between answers: its indexes and per-day counts then cost the time of the ranges read
-    so far, overlapped with the answers still to come, not a serial wait after the last one.
-    Behind a local node (CPU-bound: the node, the database and we share the cores) it does not
-    run, and the end does the work once."""
-
-    BUSY, AFTER = 0.4, 2
-
-    def __init__(self, action: Callable[[], Awaitable[None]]) -> None:
-        self.action: Callable[[], Awaitable[None]] | None = action
-        self.ranges = 0
-        self.began = self.cpu = 0.0
-
-    def applied(self) -> Callable[[], Awaitable[None]] | None:
-        """A range was applied: the action, once, when it is due."""
-        now, cpu = time.perf_counter(), time.process_time()
-        if self.ranges == 0:
-            self.began, self.cpu = now, cpu  # from the first range: start-up is not the loop's
-        self.ranges += 1
-        if self.action is None or self.ranges <= self.AFTER or cpu - self.cpu >= self.BUSY * (now - self.began):
-            return None
-        action, self.action = self.action, None
-        return action
-
-
 async def catch_up(sync: ChainSync, target: int, on_step: OnStep, stop: Callable[[], bool] = lambda: False,
-                   ahead: int = 1, idle: WhenIdle | None = None) -> int:
+                   ahead: int = 1) -> int:
     """Index up to ``target``; returns the number of steps taken (0: nothing to do).
 
     Prefetching is safe in the reorg-reachable tail too: every range's headers link up, and a
@@ -74,7 +44,7 @@ async def catch_up(sync: ChainSync, target: int, on_step: OnStep, stop: Callable
             steps += 1
             on_step(result)
             continue
-        steps += await _prefetched(sync, base + 1, target, on_step, stop, ahead, idle)
+        steps += await _prefetched(sync, base + 1, target, on_step, stop, ahead)
         if sync.cursor is not None and sync.cursor.block_number >= target and not sync.late_tokens(target):
             # at the target: the last range's end header was just read, so the tip check a step
             # makes when nothing is left would ask it again (a call and a round trip, remote)
@@ -82,13 +52,13 @@ async def catch_up(sync: ChainSync, target: int, on_step: OnStep, stop: Callable
     return steps
 
 
-async def catch_up_retrying(sync: ChainSync, target: int, on_step: OnStep, idle: WhenIdle | None = None) -> None:
+async def catch_up_retrying(sync: ChainSync, target: int, on_step: OnStep) -> None:
     """:func:`catch_up`, tried again after a Retryable a few times with backoff. A node behind
     the database is not waited for: NodeBehind raises at once (exit 4)."""
     retry = StepRetry(sync.cfg.name, attempts=RETRY_ATTEMPTS)
     while True:
         try:
-            await catch_up(sync, target, on_step, idle=idle)
+            await catch_up(sync, target, on_step)
             return
         except NodeBehind:
             raise
@@ -97,7 +67,7 @@ async def catch_up_retrying(sync: ChainSync, target: int, on_step: OnStep, idle:
 
 
 async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, stop: Callable[[], bool],
-                      ahead: int, idle: WhenIdle | None) -> int:
+                      ahead: int) -> int:
     """Apply [start, end] range by range, in order, while a producer fetches the next ones."""
     queue: asyncio.Queue[Fetched | BaseException | None] = asyncio.Queue(maxsize=ahead)
     applied = asyncio.Event()  # set after each range applied (the producer may wait for one)
@@ -117,10 +87,6 @@ async def _prefetched(sync: ChainSync, start: int, end: int, on_step: OnStep, st
                 on_step(result)
                 if result.reorg_depth:  # what was fetched after it is of the old branch
                     break
-                action = idle.applied() if idle is not None else None
-                if action is not None:
-                    await sync.flush()  # the commit in flight lands first
-                    await action()
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)

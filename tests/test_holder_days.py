@@ -277,36 +277,3 @@ async def index_without_migrate(desk: Desk) -> None:
             await catch_up(sync, await sync.target(), lambda _: None)
     finally:
         await store.close()
-
-
-async def test_a_first_load_behind_a_remote_node_counts_days_early(desk: Desk, database_url: str) -> None:
-    """Behind a node 60 ms away the pipeline waits on answers with the CPU idle: the first load
-    ends its bulk mode between two ranges (pipeline.WhenIdle -> first_load.finish, early), and
-    the batches after it keep the per-day counts, checkpoints and indexes up to date themselves.
-    The counts equal a recount, the checkpoints a replay, as after a load counted at its end."""
-    import dataclasses
-    import json
-
-    from bench.provider import Provider
-
-    await install_v2_functions_after_migrate(desk, database_url)
-    sim = Simulator(desk.world, seed=12, n_holders=20)
-    for _ in range(3):
-        next_day(desk)
-        sim.run(blocks=4, moves_per_block=8)
-    with Provider(desk.world.rpc_url, rtt=0.06, rate=None, max_range=None, max_logs=None, stretch=1) as provider:
-        seen = dataclasses.replace(desk.world, rpc_url=provider.url)
-        config = seen.write_toml(desk.folder / "remote.toml", database_url, batch_blocks=2)
-        done = cli("--log-json", "backfill", config=config, timeout=180.0)
-    assert done.returncode == 0, done.stderr[-3000:]
-    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
-    names = [e["event"] for e in events]
-    counted = [e for e in events if e["event"] == "holder_days_counted"]
-    assert len(counted) == 1 and counted[0]["early"] is True, names
-    assert names.index("holder_days_counted") < names.index("backfill_done"), names
-    assert await fetch(database_url, "SELECT count(*) FROM bulk_load") == [(0,)]
-    await analyzed(database_url)
-    assert await fetch(database_url, "SELECT count(*) FROM pg_indexes WHERE indexname IN "
-                                     "('transfer_log_from', 'transfer_log_to', 'share_balances_rank')") == [(3,)]
-    assert await days_equal_a_recount(database_url) > 0
-    assert await checkpoints_equal_a_replay(database_url) >= 2
