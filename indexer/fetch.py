@@ -12,7 +12,6 @@ moved while we read: the step is retried); RPC errors from chain.py.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -27,8 +26,6 @@ from .ranges import RangeSizer
 from .tokens import announced_tokens
 from .upgrades import KindChange, by_kind, kind_changes
 from .wire import Log
-
-TILES = 2  # eth_getLogs requests of one committed range in flight at once, across sparse blocks
 
 
 @dataclass(frozen=True)
@@ -160,42 +157,22 @@ async def read_headers_of(chain: Chain, numbers: list[int]) -> dict[int, Header]
 
 async def tiled_logs(chain: Chain, addresses: list[str], start: int, end: int, headers: dict[int, Header] | None,
                      sizer: RangeSizer) -> tuple[list[Wire], int]:
-    """Logs of [start, end] in requests sized by ``sizer``, and the last block read: ``end``,
-    or an earlier one once two batches' worth (``2 * sizer.max_logs``) are held. Spans aim at
-    half a batch, so that guard only meets a span that grew blind across empty blocks into dense
-    ones; it is not tighter because a range cut short makes the pipeline drop the range fetched
-    beside it (measured: a guard at one batch re-fetched about 26 requests in the remote
-    benchmark). Requests go one by one while answers size them, TILES at once where they are as
-    wide as allowed (``sizer.side_by_side``); a short answer drops those asked after it."""
+    """Logs of [start, end] in requests sized by ``sizer`` one after another, and the last block
+    read: ``end``, or an earlier one once two batches' worth (``2 * sizer.max_logs``) are held.
+    Spans aim at half a batch, so that guard only meets a span that grew blind across empty
+    blocks into dense ones; it is not tighter because a range cut short makes the pipeline drop
+    the range fetched beside it (measured: a guard at one batch re-fetched about 26 requests in
+    the remote benchmark). Sizes the next committed range (``sizer.span``) from what it held."""
     raws: list[Wire] = []
-    at = asked = start
-    tiles: deque[tuple[int, int, asyncio.Future[tuple[list[Wire], int]]]] = deque()
-    try:
-        while at <= end:
-            if tiles and tiles[0][0] != at:  # the answer before came back short: a gap before them
-                await _drop(tiles)
-            if not tiles:
-                asked = at
-            while asked <= end and (not tiles or (len(tiles) < TILES and sizer.side_by_side())):
-                hi = min(end, asked + sizer.blocks - 1)
-                tiles.append((asked, hi, asyncio.ensure_future(read_logs(chain, addresses, asked, hi, headers, sizer))))
-                asked = hi + 1
-            part, done = await tiles.popleft()[2]
-            raws += part
-            at = done + 1
-            if len(raws) >= 2 * sizer.max_logs:
-                break
-    finally:
-        await _drop(tiles)
+    at = start
+    while at <= end:
+        part, done = await read_logs(chain, addresses, at, min(end, at + sizer.blocks - 1), headers, sizer)
+        raws += part
+        at = done + 1
+        if len(raws) >= 2 * sizer.max_logs:
+            break
     sizer.spanned(at - start, len(raws))
     return raws, at - 1
-
-
-async def _drop(tiles: deque[tuple[int, int, asyncio.Future[tuple[list[Wire], int]]]]) -> None:
-    for _, _, task in tiles:
-        task.cancel()
-    await asyncio.gather(*(task for _, _, task in tiles), return_exceptions=True)
-    tiles.clear()
 
 
 def merge(a: Decoded, b: Decoded) -> Decoded:

@@ -26,11 +26,6 @@ per request a provider's caps allow. An empty stretch grows requests and spans `
 per answer (a request's answer size is guarded by ``answer_limit``, so a blind step costs at
 most one refused request, never memory).
 
-Requests of a committed range go one after another while answers still size them; across a
-sparse stretch where the next requests are as wide as allowed (``side_by_side``) they go
-several at once: a provider's round trip, not its rate, was what the tail of the remote
-benchmark waited on.
-
 Pure arithmetic; no I/O.
 """
 
@@ -58,7 +53,6 @@ class RangeSizer:
         self._measured = False  # bytes_per_log comes from a real answer
         self._size_cut = False  # the ceiling is below the block limit for the answers' size
         self._widest = 0  # the most blocks one request was answered for
-        self._density = float("inf")  # logs per block of the last answer (none yet: unknown)
         self.refusals = 0
 
     @property
@@ -74,7 +68,6 @@ class RangeSizer:
             self.bytes_per_log = 0.8 * self.bytes_per_log + 0.2 * size if self._measured else size
             self._measured = True
         wanted = GROW * blocks if logs == 0 else min(2 * blocks, max(1, self.aim * blocks // logs))
-        self._density = logs / blocks
         self._widest = max(self._widest, blocks)
         if logs == 0 and self._size_cut:  # past the dense blocks that cut it
             self.ceiling, self._size_cut = self.limit, False
@@ -82,13 +75,6 @@ class RangeSizer:
         if self.ceiling < self.limit and self._accepted >= RELAX_AFTER:
             self.ceiling, self._accepted = min(self.limit, self.ceiling * 2), 0
         self.blocks = max(1, min(wanted, self.ceiling, self.max_blocks))
-
-    def side_by_side(self) -> bool:
-        """Whether the next requests may be asked at once (fetch.tiled_logs): they are as wide as
-        the node or the config allows, so no answer would size them differently, and at the last
-        answer's density each holds under a quarter of the aim, so running into denser blocks
-        costs a cut at worst, never memory."""
-        return self.blocks >= min(self.ceiling, self.max_blocks) and self._density * self.blocks * 4 <= self.aim
 
     def spanned(self, blocks: int, logs: int) -> None:
         """A committed range of ``blocks`` blocks held ``logs`` logs: size the next one."""
