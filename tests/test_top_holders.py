@@ -156,16 +156,21 @@ async def test_a_first_load_builds_the_index_at_its_end(world: World, world_conf
     await ranks_equal_a_recount(database_url)
 
 
+async def data_tables(url: str) -> list[str]:
+    """The tables whose rows an earlier release's database is given (tests/old_release.py)."""
+    return [r["relname"] for r in await fetch(
+        url, "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+             "AND relkind = 'r' AND relname <> 'schema_version' AND relname NOT LIKE 'writer_lock_%' "
+             "AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = oid AND a.attgenerated <> '') "
+             "ORDER BY relname")]
+
+
 async def test_a_version_3_database_upgrades_to_the_index(
         world: World, world_config: Path, database_url: str, pg_server: PgServer, tmp_path: Path) -> None:
     sim = Simulator(world, seed=8, n_holders=15)
     sim.run(blocks=3, moves_per_block=6)
     assert cli("backfill", config=world_config).returncode == 0
-    tables = [r["relname"] for r in await fetch(
-        database_url, "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
-                      "AND relkind = 'r' AND relname <> 'schema_version' AND relname NOT LIKE 'writer_lock_%' "
-                      "AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = oid AND a.attgenerated <> '') "
-                      "ORDER BY relname")]
+    tables = await data_tables(database_url)
     old = f"t_{uuid.uuid4().hex[:16]}"
     await execute(pg_server.url, f'CREATE DATABASE "{old}"')
     try:
@@ -195,11 +200,7 @@ async def test_a_version_4_database_gets_the_partial_index(
     sim = Simulator(world, seed=9, n_holders=15)
     sim.run(blocks=3, moves_per_block=6)
     assert cli("backfill", config=world_config).returncode == 0
-    tables = [r["relname"] for r in await fetch(
-        database_url, "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
-                      "AND relkind = 'r' AND relname <> 'schema_version' AND relname NOT LIKE 'writer_lock_%' "
-                      "AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = oid AND a.attgenerated <> '') "
-                      "ORDER BY relname")]
+    tables = await data_tables(database_url)
     rank = "SELECT indexdef FROM pg_indexes WHERE indexname = 'share_balances_rank'"
     old = f"t_{uuid.uuid4().hex[:16]}"
     await execute(pg_server.url, f'CREATE DATABASE "{old}"')
