@@ -23,6 +23,7 @@ import asyncpg
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types, get_abi_output_types
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.types import RPCEndpoint
 
 from devnet.contracts import load_artifact
 
@@ -54,10 +55,17 @@ class Oracle:
     """The chain's own answers at past blocks (web3 over HTTP, one batch per block)."""
 
     def __init__(self, rpc_url: str) -> None:
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+        # eth_chainId, which web3's validation asks before each eth_call, asked once (it never changes)
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}, cache_allowed_requests=True,
+                                         cacheable_requests={RPCEndpoint("eth_chainId")}))
+        self._contracts: dict[str, Any] = {}
 
     def _token(self, token: str) -> Any:
-        return self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=_abi())
+        """web3's contract object of `token`, built once: building one from the ABI cost more
+        than the calls made with it at every block of a history."""
+        if token not in self._contracts:
+            self._contracts[token] = self.w3.eth.contract(address=Web3.to_checksum_address(token), abi=_abi())
+        return self._contracts[token]
 
     def head(self) -> int:
         return int(self.w3.eth.block_number)

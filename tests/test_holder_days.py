@@ -52,18 +52,32 @@ async def install_v2_functions(url: str) -> None:
 async def fetch(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     conn = await asyncpg.connect(url)
     try:
-        return [tuple(r) for r in await conn.fetch(sql, *args)]
+        return await rows(conn, sql, *args)
     finally:
         await conn.close()
+
+
+async def rows(conn: asyncpg.Connection, sql: str, *args: object) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in await conn.fetch(sql, *args)]
 
 
 async def days_equal_a_recount(url: str) -> int:
     """holder_days and holder_marks equal a replay of transfer_log; holder_history equals version
     2's answer for every token, from its first day and from a later one. Returns the days compared."""
-    kept = await fetch(url, "SELECT * FROM holder_days ORDER BY 1, 2, 3")
-    assert kept == await fetch(url, "SELECT * FROM holder_days_recount() ORDER BY 1, 2, 3")
-    recount = {r[:3]: r[3:] for r in await fetch(url, "SELECT * FROM holder_marks_recount()")}
-    marks = {r[:3]: r[3:] for r in await fetch(url, "SELECT * FROM holder_marks")}
+    conn = await asyncpg.connect(url)
+    try:
+        compared = await days_on(conn)
+    finally:
+        await conn.close()
+    await checkpoints_equal_a_replay(url)
+    return compared
+
+
+async def days_on(conn: asyncpg.Connection) -> int:
+    kept = await rows(conn, "SELECT * FROM holder_days ORDER BY 1, 2, 3")
+    assert kept == await rows(conn, "SELECT * FROM holder_days_recount() ORDER BY 1, 2, 3")
+    recount = {r[:3]: r[3:] for r in await rows(conn, "SELECT * FROM holder_marks_recount()")}
+    marks = {r[:3]: r[3:] for r in await rows(conn, "SELECT * FROM holder_marks")}
     assert set(recount) <= set(marks)
     for key, (day, start, first_in, first_in_day) in marks.items():
         if key not in recount:  # every move of the holder was rewound: nothing is known of it
@@ -73,35 +87,49 @@ async def days_equal_a_recount(url: str) -> int:
         if day is not None:  # NULL: a day before a rewind's ancestor day, which no batch reaches
             assert (day, start) == recount[key][:2], key
     compared = 0
-    for chain_id, token, first in await fetch(
-            url, "SELECT chain_id, token, min(day) FROM holder_days GROUP BY 1, 2 ORDER BY 1, 2"):
+    for chain_id, token, first in await rows(
+            conn, "SELECT chain_id, token, min(day) FROM holder_days GROUP BY 1, 2 ORDER BY 1, 2"):
         for since in (None, first + timedelta(days=1)):
-            now = await fetch(url, "SELECT * FROM holder_history_from($1, $2, $3)", chain_id, token, since)
-            assert now == await fetch(url, "SELECT * FROM v2_holder_history_from($1, $2, $3)", chain_id, token, since)
+            now = await rows(conn, "SELECT * FROM holder_history_from($1, $2, $3)", chain_id, token, since)
+            assert now == await rows(conn, "SELECT * FROM v2_holder_history_from($1, $2, $3)", chain_id, token, since)
             compared += len(now)
-    view = await fetch(url, "SELECT * FROM holder_history ORDER BY chain_id, token, day")
+    view = await rows(conn, "SELECT * FROM holder_history ORDER BY chain_id, token, day")
     assert len(view) >= compared // 2
-    await checkpoints_equal_a_replay(url)
     return compared
+
+
+# holders_at of one token at each block of $3, ordered by block and holder: one statement for all
+# the blocks compared (a connection and a round trip per block made up most of this file's time).
+AT_BLOCKS = "SELECT b, h.* FROM unnest($3::bigint[]) AS b CROSS JOIN LATERAL {}($1, $2, b) AS h ORDER BY 1, 2"
 
 
 async def checkpoints_equal_a_replay(url: str) -> int:
     """Every checkpoint holds the ledger at its block; holders_at equals version 2's answer at the
     checkpoints, next to them and at every ninth block. Returns the checkpoints seen."""
-    points = await fetch(url, "SELECT chain_id, token, block_number FROM holder_checkpoints ORDER BY 1, 2, 3")
+    conn = await asyncpg.connect(url)
+    try:
+        return await checkpoints_on(conn)
+    finally:
+        await conn.close()
+
+
+async def checkpoints_on(conn: asyncpg.Connection) -> int:
+    points = await rows(conn, "SELECT chain_id, token, block_number FROM holder_checkpoints ORDER BY 1, 2, 3")
     for chain_id, token, block in points:
-        kept = await fetch(url, "SELECT holder, shares FROM checkpoint_shares WHERE chain_id = $1 AND token = $2 "
+        kept = await rows(conn, "SELECT holder, shares FROM checkpoint_shares WHERE chain_id = $1 AND token = $2 "
                                 "AND block_number = $3 ORDER BY 1", chain_id, token, block)
-        assert kept == await fetch(url, REPLAY, chain_id, token, block), (token, block)
+        assert kept == await rows(conn, REPLAY, chain_id, token, block), (token, block)
     near = {(c, t, b + d) for c, t, b in points for d in (-1, 0, 1)}
-    for chain_id, token, start, synced in await fetch(url, "SELECT chain_id, token, start_block, synced_block "
+    for chain_id, token, start, synced in await rows(conn, "SELECT chain_id, token, start_block, synced_block "
                                                            "FROM tokens ORDER BY 1, 2"):
         blocks = sorted({b for c, t, b in near if (c, t) == (chain_id, token) and start <= b <= synced}
                         | set(range(start, synced + 1, 9)) | {synced})
-        for block in blocks:
-            now = await fetch(url, "SELECT * FROM holders_at($1, $2, $3) ORDER BY 1", chain_id, token, block)
-            assert now == await fetch(url, "SELECT * FROM v2_holders_at($1, $2, $3) ORDER BY 1",
-                                      chain_id, token, block), (token, block)
+        now = await rows(conn, AT_BLOCKS.format("holders_at"), chain_id, token, blocks)
+        then = await rows(conn, AT_BLOCKS.format("v2_holders_at"), chain_id, token, blocks)
+        if now != then:
+            block = min(r[0] for r in set(now) ^ set(then))
+            assert [r for r in now if r[0] == block] == [r for r in then if r[0] == block], (token, block)
+        assert now == then, token
     return len(points)
 
 

@@ -231,7 +231,7 @@ async def test_migrate_waits_for_no_writer_to_run_code_of_an_older_schema(
 
 
 def test_analyst_logins_get_the_statement_timeout(world_config: Path, database_url: str, login: str) -> None:
-    text = world_config.read_text().replace("[database]\n", '[database]\nanalyst_statement_timeout = "3s"\n')
+    text = world_config.read_text().replace("[database]\n", '[database]\nanalyst_statement_timeout = "0.5s"\n')
     world_config.write_text(text)
     assert cli("migrate", config=world_config).returncode == 0
     run_sync(execute(database_url, f"CREATE ROLE {login} LOGIN IN ROLE analyst"))
@@ -242,7 +242,7 @@ def test_analyst_logins_get_the_statement_timeout(world_config: Path, database_u
 async def _timeout_applies(database_url: str, login: str) -> None:
     conn = await asyncpg.connect(with_user(database_url, login))
     try:
-        assert await conn.fetchval("SHOW statement_timeout") == "3s"
+        assert await conn.fetchval("SHOW statement_timeout") == "500ms"
         with pytest.raises(asyncpg.QueryCanceledError):
             await conn.execute("SELECT pg_sleep(5)")
     finally:
@@ -250,6 +250,6 @@ async def _timeout_applies(database_url: str, login: str) -> None:
     elsewhere = with_database(database_url, "postgres")  # the setting is this database's only
     conn = await asyncpg.connect(with_user(elsewhere, login))
     try:
-        assert await conn.fetchval("SHOW statement_timeout") != "3s"
+        assert await conn.fetchval("SHOW statement_timeout") != "500ms"
     finally:
         await conn.close()
