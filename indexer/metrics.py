@@ -3,8 +3,9 @@
 ``/metrics`` serves the registry below; ``/healthz`` answers 200 "ok" when every chain is within
 ``daemon.max_lag_seconds`` of its head, its loop progresses, its node answers and is not behind
 our cursor, else 503 with the reasons, one per line (see :meth:`Health.problems`). The head,
-indexed-block and lag gauges are set from start-up on. Metric labels never carry URLs (secrets
-live there).
+indexed-block and lag gauges are set from start-up on, and again at each scrape: the lag in
+seconds grows while a step is slow or stuck, and /metrics says so as /healthz does. Metric
+labels never carry URLs (secrets live there).
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ class Health:
     chains: dict[str, ChainHealth] = field(default_factory=dict)
     retries_before_unhealthy: int = 3  # a lone ChainMoved is routine; a step failing again and again is not
 
+    def publish(self) -> None:
+        """Every chain's gauges as of now."""
+        now = time.time()
+        for name, c in self.chains.items():
+            c.publish(name, now)
+
     def problems(self, now: float | None = None) -> list[str]:
         """One line per reason a chain is not healthy: the RPC failing, the node behind our
         cursor, no progress of the loop, a lag over max_lag_seconds, a step failing repeatedly."""
@@ -108,6 +115,7 @@ async def serve(health: Health, host: str, port: int) -> web.AppRunner:
 
 
     async def metrics(_: web.Request) -> web.Response:
+        health.publish()  # the lag grows while a step is slow or stuck: as of this scrape, as /healthz says
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
