@@ -30,6 +30,8 @@ import psutil
 
 from devnet import Anvil, EmbeddedPostgres, World, find_anvil, scratch_dir
 
+from .cpu import speed_probe
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GAS_LIMIT = 1_000_000_000
 SETUP_GAS_LIMIT = 60_000_000  # anvil slows down superlinearly past a few hundred txs per block
@@ -181,4 +183,5 @@ async def machine_info(env: Environment) -> dict[str, Any]:
         "indexer_dirty": bool(status) if status is not None else None,
         # Which uncommitted state of the code was measured (same hash, same code).
         "indexer_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None,
+        "speed_probe_ms": speed_probe(),  # how fast the machine runs Python today (bench/cpu.py)
     }

@@ -17,10 +17,11 @@ import asyncpg
 import psutil
 import pytest
 
-from bench.figures import FIGURES, collect, render, warnings
+from bench.cpu import speed_probe
+from bench.figures import FIGURES, _cpu_per_log, collect, render, warnings
 from bench.harness import _free_indexer_bound
 from bench.live import percentile
-from bench.report import RESULTS_DIR, default_path, per_log_us, size_label, sparkline, vs_zero_cost
+from bench.report import RESULTS_DIR, default_path, own_cost_rows, per_log_us, size_label, sparkline, vs_zero_cost
 from tests.conftest import REPO_ROOT, PgServer, execute, run_sync
 
 
@@ -92,6 +93,18 @@ def test_cpu_per_log_and_the_zero_cost_ratio() -> None:
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 0.5}}) == 0.7
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": 3.0}}) == 0.35
     assert vs_zero_cost({"ratios": {"backfill_vs_getlogs": 0.35, "free_indexer_vs_getlogs": None}}) is None
+
+
+def test_the_cpu_figure_says_how_fast_the_machine_ran_python() -> None:
+    """CPU per log moves with the machine's speed that day: the figure carries the speed probe
+    (a fixed Python loop, none of our code) when the run measured it; older records have none."""
+    record = json.loads((RESULTS_DIR / "2026-12-06.json").read_text())
+    assert "speed probe" not in _cpu_per_log(record)[3]
+    record["machine"]["speed_probe_ms"] = 56.1
+    assert _cpu_per_log(record)[3].endswith("; machine speed probe 56.1 ms, lower is faster")
+    assert any("machine speed probe 56.1 ms" in value for _, _, value in own_cost_rows(record))
+    probe = speed_probe(runs=1)
+    assert isinstance(probe, float) and 1 < probe < 60_000
 
 
 @pytest.mark.slow
