@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .report import size_label
+from .report import probe_note, size_label
 
 Figure = dict[str, Any]  # part, name, value, number, unit, target, met, bound
 Reading = tuple[str, float | None, bool | None, str]  # value, number, met, bound
@@ -39,10 +39,7 @@ def _cpu_per_log(r: dict[str, Any]) -> Reading:
     b = r["backfill"]
     us = round(b["cpu_s"]["indexer"] / b["logs"] * 1e6, 2)
     bound = (f"indexer process CPU (user + system, start-up included) {b['cpu_s']['indexer']} s over "
-             f"{b['logs']:,} logs ({r['workload']['transfers']:,} transfers)")
-    probe = r.get("machine", {}).get("speed_probe_ms")
-    if probe is not None:  # the machine's own speed that day moves this figure (bench/cpu.py)
-        bound += f"; machine speed probe {probe} ms, lower is faster"
+             f"{b['logs']:,} logs ({r['workload']['transfers']:,} transfers){probe_note(r)}")
     return f"{us} us", us, us <= 4.0, bound
 
 

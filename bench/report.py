@@ -139,7 +139,7 @@ def vs_zero_cost(r: dict[str, Any]) -> float | None:
     return round(ratio / min(1.0, free), 3) if ratio is not None and free else None
 
 
-def _probe(r: dict[str, Any]) -> str:
+def probe_note(r: dict[str, Any]) -> str:
     """The machine's speed that day (bench/cpu.speed_probe), which CPU figures move with."""
     probe = r.get("machine", {}).get("speed_probe_ms")
     return "" if probe is None else f"; machine speed probe {probe} ms, lower is faster"
@@ -151,7 +151,7 @@ def own_cost_rows(r: dict[str, Any]) -> list[Row]:
         b, zero = r["backfill"], vs_zero_cost(r)
         out.append(("own cost", "indexer CPU per log",
                     f"{_n(per_log_us(b), 2)} us (process CPU {b['cpu_s']['indexer']} s over {_n(b['logs'])} logs, "
-                    f"start-up included{_probe(r)})"))
+                    f"start-up included{probe_note(r)})"))
         met = "met" if zero is not None and zero >= ZERO_COST_TARGET else "NOT met"
         out.append(("own cost", "backfill / zero-cost bound", f"{zero} (target >= {ZERO_COST_TARGET}: {met})"))
     for command, s in r.get("startup", {}).items():
